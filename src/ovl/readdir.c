@@ -1,0 +1,318 @@
+/*
+ * readdir.c - the merged directory listing (the kernel's ovl_dir_cache).
+ *
+ * Built once per open directory on the first read: the real directories
+ * are read top first with getdents64; a name is taken from the first layer
+ * that has it; whiteouts (char 0/0, xwhiteouts, aufs ".wh.NAME") hide the
+ * name from the layers below and are never listed, nor is any ".wh."
+ * marker.  "." and ".." come first.  An offset is an index into the list,
+ * so seekdir/telldir are stable for the life of the open directory.
+ */
+#define _GNU_SOURCE
+#include "ovl.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define GETDENTS_BUF (64 * 1024)
+#define NAME_CHUNK   (64 * 1024)
+
+struct linux_dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+/* Names live in chunks that never move, so entries can point into them. */
+struct name_chunk {
+	struct name_chunk *next;
+	size_t used;
+	char data[NAME_CHUNK];
+};
+
+/* Open-addressing set of names seen so far; whiteouts are kept as seen. */
+struct name_set {
+	const char **slots;
+	size_t cap;
+	size_t count;
+};
+
+struct dir_build {
+	struct ovl_fs *fs;
+	struct ovl_dir *dir;
+	struct name_set seen;
+	struct name_chunk *chunks;
+};
+
+/* The names of an ovl_dir are owned through this header before ents[0]. */
+struct ovl_dir_priv {
+	struct ovl_dir pub;
+	struct name_chunk *chunks;
+};
+
+static size_t name_hash(const char *s)
+{
+	size_t h = 1469598103934665603ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static int set_grow(struct name_set *set)
+{
+	size_t ncap = set->cap ? set->cap * 2 : 1024, i, j;
+	const char **ns = calloc(ncap, sizeof(*ns));
+
+	if (!ns)
+		return -ENOMEM;
+	for (i = 0; i < set->cap; i++) {
+		if (!set->slots[i])
+			continue;
+		for (j = name_hash(set->slots[i]) & (ncap - 1); ns[j]; j = (j + 1) & (ncap - 1))
+			;
+		ns[j] = set->slots[i];
+	}
+	free(set->slots);
+	set->slots = ns;
+	set->cap = ncap;
+	return 0;
+}
+
+/* Return the slot for name: *slot NULL means not present. */
+static const char **set_slot(struct name_set *set, const char *name)
+{
+	size_t j;
+
+	for (j = name_hash(name) & (set->cap - 1); set->slots[j]; j = (j + 1) & (set->cap - 1)) {
+		if (!strcmp(set->slots[j], name))
+			break;
+	}
+	return &set->slots[j];
+}
+
+static const char *chunk_strdup(struct dir_build *b, const char *name)
+{
+	size_t len = strlen(name) + 1;
+	struct name_chunk *c = b->chunks;
+	char *p;
+
+	if (!c || c->used + len > NAME_CHUNK) {
+		c = malloc(sizeof(*c));
+		if (!c)
+			return NULL;
+		c->next = b->chunks;
+		c->used = 0;
+		b->chunks = c;
+	}
+	p = c->data + c->used;
+	memcpy(p, name, len);
+	c->used += len;
+	return p;
+}
+
+/* Mark name as seen; returns 1 if it was new, 0 if already seen, -errno. */
+static int see(struct dir_build *b, const char *name, const char **stored)
+{
+	const char **slot;
+
+	if (b->seen.count * 2 >= b->seen.cap && set_grow(&b->seen))
+		return -ENOMEM;
+	slot = set_slot(&b->seen, name);
+	if (*slot)
+		return 0;
+	*slot = chunk_strdup(b, name);
+	if (!*slot)
+		return -ENOMEM;
+	b->seen.count++;
+	if (stored)
+		*stored = *slot;
+	return 1;
+}
+
+static bool seen(struct dir_build *b, const char *name)
+{
+	return b->seen.cap && *set_slot(&b->seen, name) != NULL;
+}
+
+static int add_entry(struct ovl_dir *dir, const char *name, uint64_t ino, uint8_t type)
+{
+	struct ovl_dirent *e;
+
+	if (dir->n == dir->cap) {
+		size_t ncap = dir->cap ? dir->cap * 2 : 64;
+
+		e = realloc(dir->ents, ncap * sizeof(*e));
+		if (!e)
+			return -ENOMEM;
+		dir->ents = e;
+		dir->cap = ncap;
+	}
+	e = &dir->ents[dir->n++];
+	e->name = (char *)name;
+	e->ino = ino;
+	e->type = type;
+	return 0;
+}
+
+/* Decide about one real entry of layer p; adds it to the listing if shown. */
+static int take_entry(struct dir_build *b, const struct ovl_path *p,
+		      const struct linux_dirent64 *de)
+{
+	const char *name = de->d_name, *stored = NULL;
+	unsigned char type = de->d_type;
+	struct stat st;
+	char v;
+	int ret;
+
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return 0;
+	if (ovl_is_wh_marker(name)) {
+		/* ".wh.NAME" hides NAME below; ".wh..wh.*" are aufs metadata */
+		if (strncmp(name + 4, ".wh.", 4) != 0 && name[4])
+			return see(b, name + 4, NULL) < 0 ? -ENOMEM : 0;
+		return 0;
+	}
+	if (seen(b, name))
+		return 0;
+	if (type == DT_UNKNOWN || type == DT_CHR ||
+	    (type == DT_REG && (p->flags & OVL_PATH_XWHITEOUTS))) {
+		if (fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return errno == ENOENT ? 0 : -errno;
+		type = (unsigned char)IFTODT(st.st_mode);
+		if (ovl_is_whiteout(&st))
+			return see(b, name, NULL) < 0 ? -ENOMEM : 0;
+		if ((p->flags & OVL_PATH_XWHITEOUTS) && S_ISREG(st.st_mode) && st.st_size == 0 &&
+		    ovl_get_ovl_xattr(b->fs, p->fd, name, "whiteout", &v, 0) >= 0)
+			return see(b, name, NULL) < 0 ? -ENOMEM : 0;
+	}
+	ret = see(b, name, &stored);
+	if (ret <= 0)
+		return ret;
+	return add_entry(b->dir, stored, ovl_map_ino(b->fs, p->layer, de->d_ino), type);
+}
+
+static int read_layer(struct dir_build *b, const struct ovl_path *p, char *buf)
+{
+	struct linux_dirent64 *de;
+	long n, pos;
+	int fd, ret = 0;
+
+	fd = openat(p->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		n = syscall(SYS_getdents64, fd, buf, GETDENTS_BUF);
+		if (n < 0) {
+			ret = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		for (pos = 0; pos < n; pos += de->d_reclen) {
+			de = (struct linux_dirent64 *)(buf + pos);
+			ret = take_entry(b, p, de);
+			if (ret)
+				goto out;
+		}
+	}
+out:
+	close(fd);
+	return ret;
+}
+
+static int build(struct ovl_fs *fs, struct ovl_dir_priv *dp)
+{
+	struct ovl_dir *dir = &dp->pub;
+	struct ovl_node *node = dir->node;
+	struct dir_build b = {.fs = fs, .dir = dir};
+	char *buf = malloc(GETDENTS_BUF);
+	int i, ret = -ENOMEM;
+
+	if (!buf)
+		return -ENOMEM;
+	if (add_entry(dir, ".", node->ino, DT_DIR) ||
+	    add_entry(dir, "..", node->parent ? node->parent->ino : node->ino, DT_DIR))
+		goto out;
+	ret = 0;
+	for (i = 0; i < node->nstack && !ret; i++)
+		ret = read_layer(&b, &node->stack[i], buf);
+out:
+	free(buf);
+	free(b.seen.slots);
+	dp->chunks = b.chunks;
+	return ret;
+}
+
+int ovl_opendir(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir **out)
+{
+	struct ovl_dir_priv *dp;
+
+	if (!S_ISDIR(node->type))
+		return -ENOTDIR;
+	dp = calloc(1, sizeof(*dp));
+	if (!dp)
+		return -ENOMEM;
+	dp->pub.node = node;
+	pthread_mutex_init(&dp->pub.lock, NULL);
+	ovl_node_ref(fs, node);
+	*out = &dp->pub;
+	return 0;
+}
+
+static void free_chunks(struct name_chunk *c)
+{
+	struct name_chunk *next;
+
+	for (; c; c = next) {
+		next = c->next;
+		free(c);
+	}
+}
+
+int ovl_readdir(struct ovl_fs *fs, struct ovl_dir *dir, off_t off, ovl_fill_fn fill, void *ctx)
+{
+	struct ovl_dir_priv *dp = (struct ovl_dir_priv *)dir;
+	size_t i;
+	int ret = 0;
+
+	pthread_mutex_lock(&dir->lock);
+	/* rewinddir() re-reads, as the kernel refreshes its cache at offset 0 */
+	if (off == 0 && dir->built) {
+		dir->n = 0;
+		dir->built = false;
+		free_chunks(dp->chunks);
+		dp->chunks = NULL;
+	}
+	if (!dir->built) {
+		ret = build(fs, dp);
+		if (ret)
+			goto out;
+		dir->built = true;
+	}
+	for (i = (size_t)(off < 0 ? 0 : off); i < dir->n; i++) {
+		if (fill(ctx, &dir->ents[i], (off_t)(i + 1)))
+			break;
+	}
+out:
+	pthread_mutex_unlock(&dir->lock);
+	return ret;
+}
+
+void ovl_releasedir(struct ovl_fs *fs, struct ovl_dir *dir)
+{
+	struct ovl_dir_priv *dp = (struct ovl_dir_priv *)dir;
+
+	ovl_node_unref(fs, dir->node);
+	free(dir->ents);
+	free_chunks(dp->chunks);
+	pthread_mutex_destroy(&dir->lock);
+	free(dp);
+}

@@ -1,0 +1,141 @@
+/*
+ * xattrs.c - extended attributes seen through the union.
+ *
+ * The overlay's private xattrs (trusted.overlay.*, or user.overlay.* with
+ * userxattr) are hidden.  A private-looking name set by a user is stored
+ * escaped as overlay.overlay.X and reads back as overlay.X, as the kernel
+ * does since 6.7.  Other trusted.* names are listed for the superuser only.
+ */
+#define _GNU_SOURCE
+#include "ovl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+
+#define ESCAPE "overlay."
+
+bool ovl_is_private_xattr(const struct ovl_fs *fs, const char *name)
+{
+	return strncmp(name, fs->xprefix, fs->xprefix_len) == 0;
+}
+
+static bool is_escaped(const struct ovl_fs *fs, const char *name)
+{
+	return ovl_is_private_xattr(fs, name) &&
+	       strncmp(name + fs->xprefix_len, ESCAPE, strlen(ESCAPE)) == 0;
+}
+
+static ssize_t real_getxattr(struct ovl_fs *fs, struct ovl_node *node, const char *name, void *buf,
+			     size_t size)
+{
+	int dfd;
+
+	(void)fs;
+	if (S_ISDIR(node->type))
+		return ovl_getxattr_fd(node->stack[0].fd, name, buf, size);
+	dfd = ovl_layer_dirfd(node->parent, node->layer);
+	if (dfd < 0)
+		return -ESTALE;
+	return ovl_getxattr_at(dfd, node->name, name, buf, size);
+}
+
+static ssize_t real_listxattr(struct ovl_fs *fs, struct ovl_node *node, char *buf, size_t size)
+{
+	ssize_t n;
+	int dfd;
+
+	(void)fs;
+	if (S_ISDIR(node->type)) {
+		n = flistxattr(node->stack[0].fd, buf, size);
+		return n < 0 ? -errno : n;
+	}
+	dfd = ovl_layer_dirfd(node->parent, node->layer);
+	if (dfd < 0)
+		return -ESTALE;
+	return ovl_listxattr_at(dfd, node->name, buf, size);
+}
+
+ssize_t ovl_getxattr(struct ovl_fs *fs, struct ovl_node *node, const char *name, void *buf,
+		     size_t size)
+{
+	char *real;
+	ssize_t n;
+
+	if (!ovl_is_private_xattr(fs, name))
+		return real_getxattr(fs, node, name, buf, size);
+	/* overlay.X on the union is overlay.overlay.X on the layer */
+	if (asprintf(&real, "%s%s%s", fs->xprefix, ESCAPE, name + fs->xprefix_len) < 0)
+		return -ENOMEM;
+	n = real_getxattr(fs, node, real, buf, size);
+	free(real);
+	return n;
+}
+
+/* Filter a real name list into out (NULL: count only); returns the length. */
+static size_t filter_list(struct ovl_fs *fs, const char *list, size_t len, char *out, bool admin)
+{
+	size_t total = 0, nl;
+	const char *s, *shown;
+
+	for (s = list; s < list + len; s += strlen(s) + 1) {
+		shown = s;
+		if (ovl_is_private_xattr(fs, s)) {
+			if (!is_escaped(fs, s))
+				continue;
+			/* show prefix + rest, skipping the escape */
+			nl = fs->xprefix_len + strlen(s + fs->xprefix_len + strlen(ESCAPE)) + 1;
+			if (out) {
+				memcpy(out + total, fs->xprefix, fs->xprefix_len);
+				strcpy(out + total + fs->xprefix_len,
+				       s + fs->xprefix_len + strlen(ESCAPE));
+			}
+			total += nl;
+			continue;
+		}
+		if (!admin && !strncmp(s, "trusted.", 8))
+			continue;
+		nl = strlen(shown) + 1;
+		if (out)
+			memcpy(out + total, shown, nl);
+		total += nl;
+	}
+	return total;
+}
+
+ssize_t ovl_listxattr(struct ovl_fs *fs, struct ovl_node *node, char *buf, size_t size, bool admin)
+{
+	char *list = NULL;
+	ssize_t n, need;
+	size_t len;
+
+	for (;;) {
+		need = real_listxattr(fs, node, NULL, 0);
+		if (need <= 0)
+			return need;
+		free(list);
+		list = malloc((size_t)need);
+		if (!list)
+			return -ENOMEM;
+		n = real_listxattr(fs, node, list, (size_t)need);
+		if (n != -ERANGE)
+			break; /* grew meanwhile: ask again */
+	}
+	if (n < 0)
+		goto out;
+	len = filter_list(fs, list, (size_t)n, NULL, admin);
+	if (size == 0) {
+		n = (ssize_t)len;
+		goto out;
+	}
+	if (len > size) {
+		n = -ERANGE;
+		goto out;
+	}
+	n = (ssize_t)filter_list(fs, list, (size_t)n, buf, admin);
+out:
+	free(list);
+	return n;
+}

@@ -1,0 +1,245 @@
+/*
+ * ops.c - the FUSE operations of stratafs: each one turns a node id into
+ * an engine node, calls the engine and shapes the answer for the wire.
+ */
+#define _GNU_SOURCE
+#include "stratafs.h"
+
+#include "../fuse/fuse_proto.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+static struct ovl_node *node_of(struct sfs *s, uint64_t id)
+{
+	return id == FW_ROOT_ID ? s->fs->root : (struct ovl_node *)(uintptr_t)id;
+}
+
+static uint64_t id_of(struct sfs *s, struct ovl_node *n)
+{
+	return n == s->fs->root ? FW_ROOT_ID : (uint64_t)(uintptr_t)n;
+}
+
+static void fill_entry(struct sfs *s, struct fw_entry *e, struct ovl_node *n, const struct stat *st)
+{
+	e->nodeid = id_of(s, n);
+	e->generation = 0;
+	e->attr = *st;
+	e->entry_timeout = s->entry_timeout;
+	e->attr_timeout = s->attr_timeout;
+}
+
+static void sfs_init(void *ud, struct fw_conn *cn)
+{
+	(void)ud;
+	cn->want |=
+	    FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_CACHE_SYMLINKS | FUSE_POSIX_ACL;
+}
+
+static int sfs_lookup(void *ud, const struct fw_ctx *c, uint64_t parent, const char *name,
+		      struct fw_entry *e)
+{
+	struct sfs *s = ud;
+	struct ovl_node *n;
+	struct stat st;
+	int ret;
+
+	(void)c;
+	ret = ovl_lookup(s->fs, node_of(s, parent), name, &n, &st);
+	if (ret == -ENOENT && s->neg_timeout > 0) {
+		/* a cached negative entry: nodeid 0 */
+		memset(e, 0, sizeof(*e));
+		e->entry_timeout = s->neg_timeout;
+		return 0;
+	}
+	if (ret)
+		return ret;
+	fill_entry(s, e, n, &st);
+	return 0;
+}
+
+static void sfs_forget(void *ud, uint64_t nodeid, uint64_t nlookup)
+{
+	struct sfs *s = ud;
+
+	if (nodeid == FW_ROOT_ID)
+		return;
+	ovl_node_forget(s->fs, node_of(s, nodeid), nlookup);
+}
+
+static int sfs_getattr(void *ud, const struct fw_ctx *c, uint64_t nodeid, struct stat *st,
+		       double *timeout)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	*timeout = s->attr_timeout;
+	return ovl_getattr(s->fs, node_of(s, nodeid), st);
+}
+
+static int sfs_readlink(void *ud, const struct fw_ctx *c, uint64_t nodeid, char *buf, size_t size)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	return ovl_readlink(s->fs, node_of(s, nodeid), buf, size);
+}
+
+static int sfs_open(void *ud, const struct fw_ctx *c, uint64_t nodeid, int flags, struct fw_open *o)
+{
+	struct sfs *s = ud;
+	struct ovl_file *f;
+	int ret;
+
+	(void)c;
+	ret = ovl_open(s->fs, node_of(s, nodeid), flags, &f);
+	if (ret)
+		return ret;
+	o->fh = (uint64_t)(uintptr_t)f;
+	/* nothing below a read-only union changes: keep the page cache */
+	o->open_flags = s->readonly ? FW_FOPEN_KEEP_CACHE : 0;
+	return 0;
+}
+
+static ssize_t sfs_read(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh, char *buf,
+			size_t size, off_t off)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	(void)nodeid;
+	return ovl_read(s->fs, (struct ovl_file *)(uintptr_t)fh, buf, size, off);
+}
+
+static int sfs_release(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh, int flags,
+		       uint64_t lock_owner, bool flock_unlock)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	(void)nodeid;
+	(void)flags;
+	(void)lock_owner;
+	(void)flock_unlock;
+	ovl_release(s->fs, (struct ovl_file *)(uintptr_t)fh);
+	return 0;
+}
+
+static int sfs_opendir(void *ud, const struct fw_ctx *c, uint64_t nodeid, int flags,
+		       struct fw_open *o)
+{
+	struct sfs *s = ud;
+	struct ovl_dir *d;
+	int ret;
+
+	(void)c;
+	(void)flags;
+	ret = ovl_opendir(s->fs, node_of(s, nodeid), &d);
+	if (ret)
+		return ret;
+	o->fh = (uint64_t)(uintptr_t)d;
+	o->open_flags = s->readonly ? FW_FOPEN_KEEP_CACHE | FW_FOPEN_CACHE_DIR : 0;
+	return 0;
+}
+
+struct fill_ctx {
+	struct sfs *s;
+	struct ovl_node *dir;
+	struct fw_dirbuf *b;
+};
+
+static bool is_dot(const char *name)
+{
+	return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
+
+/* Add one entry; returns 1 when the buffer is full. */
+static int fill_one(void *ctx, const struct ovl_dirent *de, off_t next)
+{
+	struct fill_ctx *fc = ctx;
+	struct ovl_node *n;
+	struct fw_entry e;
+	struct stat st;
+
+	if (!fw_dirbuf_room(fc->b, strlen(de->name)))
+		return 1;
+	if (!fw_dirbuf_is_plus(fc->b))
+		return !fw_dirbuf_add(fc->b, de->name, de->ino, de->type, next);
+	if (is_dot(de->name) || ovl_lookup(fc->s->fs, fc->dir, de->name, &n, &st))
+		return !fw_dirbuf_add_plus(fc->b, de->name, de->ino, de->type, next, NULL);
+	fill_entry(fc->s, &e, n, &st);
+	return !fw_dirbuf_add_plus(fc->b, de->name, de->ino, de->type, next, &e);
+}
+
+static int sfs_readdir(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh, off_t off,
+		       struct fw_dirbuf *b)
+{
+	struct sfs *s = ud;
+	struct fill_ctx fc = {.s = s, .dir = node_of(s, nodeid), .b = b};
+
+	(void)c;
+	return ovl_readdir(s->fs, (struct ovl_dir *)(uintptr_t)fh, off, fill_one, &fc);
+}
+
+static int sfs_releasedir(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	(void)nodeid;
+	ovl_releasedir(s->fs, (struct ovl_dir *)(uintptr_t)fh);
+	return 0;
+}
+
+static int sfs_statfs(void *ud, const struct fw_ctx *c, uint64_t nodeid, struct statvfs *sv)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	return ovl_statfs(s->fs, node_of(s, nodeid), sv);
+}
+
+static int sfs_access(void *ud, const struct fw_ctx *c, uint64_t nodeid, int mask)
+{
+	struct sfs *s = ud;
+
+	if (s->readonly && (mask & W_OK))
+		return -EROFS;
+	return ovl_access(s->fs, node_of(s, nodeid), c->uid, c->gid, mask);
+}
+
+static ssize_t sfs_getxattr(void *ud, const struct fw_ctx *c, uint64_t nodeid, const char *name,
+			    char *buf, size_t size)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	return ovl_getxattr(s->fs, node_of(s, nodeid), name, buf, size);
+}
+
+static ssize_t sfs_listxattr(void *ud, const struct fw_ctx *c, uint64_t nodeid, char *buf,
+			     size_t size)
+{
+	struct sfs *s = ud;
+
+	return ovl_listxattr(s->fs, node_of(s, nodeid), buf, size, c->uid == 0);
+}
+
+const struct fw_ops sfs_ops = {
+    .init = sfs_init,
+    .lookup = sfs_lookup,
+    .forget = sfs_forget,
+    .getattr = sfs_getattr,
+    .readlink = sfs_readlink,
+    .open = sfs_open,
+    .read = sfs_read,
+    .release = sfs_release,
+    .opendir = sfs_opendir,
+    .readdir = sfs_readdir,
+    .releasedir = sfs_releasedir,
+    .statfs = sfs_statfs,
+    .access = sfs_access,
+    .getxattr = sfs_getxattr,
+    .listxattr = sfs_listxattr,
+};

@@ -1,0 +1,82 @@
+#!/bin/bash
+# tests/run.sh -- the single test entry point of strata.
+#
+#   tests/run.sh [BUILD_DIR]        (default: build; run as root)
+#
+# Runs, in order: the unit tests (meson test), the option/mount-path tests
+# (tests/integration/test_options.py) and the differential rig against the
+# kernel overlay (3 layers with a 100,000-entry dir, then 50 layers).
+# Each unit test, each option test and each rig run counts as one test; the
+# last line is `N passed, N failed` and the exit status is 1 if anything
+# failed.  STRATAFS_EXTRA_OPTS (e.g. "noatime") is appended to every
+# stratafs -o by the integration scripts.  Rig layers are kept (and reused
+# when unchanged) in ${RIG_WORKDIR:-${TMPDIR:-/tmp}/strata-rig}-*.
+
+set -u
+cd "$(dirname "$0")/.." || exit 1
+BUILD=${1:-build}
+BIN="$BUILD/stratafs"
+RIGBASE=${RIG_WORKDIR:-${TMPDIR:-/tmp}/strata-rig}
+export STRATAFS_EXTRA_OPTS=${STRATAFS_EXTRA_OPTS:-}
+passed=0
+failed=0
+summary=()
+tmp=$(mktemp)
+trap 'rm -f "$tmp"' EXIT
+
+count() {   # count NAME PASSED FAILED
+    passed=$((passed + $2))
+    failed=$((failed + $3))
+    summary+=("$1: $2 passed, $3 failed")
+}
+
+# 1. unit tests --------------------------------------------------------------
+echo "=== unit tests (meson test -C $BUILD)"
+start=$SECONDS
+meson test -C "$BUILD" --print-errorlogs 2>&1 | tee "$tmp"
+rc=${PIPESTATUS[0]}
+num() { sed -n "s/^$1:[[:space:]]*\([0-9][0-9]*\)[[:space:]]*\$/\1/p" "$tmp" | tail -n 1; }
+ok=$(num "Ok"); xfail=$(num "Expected Fail"); fail=$(num "Fail")
+xpass=$(num "Unexpected Pass"); tmo=$(num "Timeout")
+p=$(( ${ok:-0} + ${xfail:-0} ))
+f=$(( ${fail:-0} + ${xpass:-0} + ${tmo:-0} ))
+if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    echo "meson test exited with $rc"
+    f=1
+fi
+count "unit tests ($((SECONDS - start))s)" "$p" "$f"
+
+# 2. option and mount-path tests ------------------------------------------------
+echo "=== option tests"
+start=$SECONDS
+python3 tests/integration/test_options.py --stratafs "$BIN" 2>&1 | tee "$tmp"
+rc=${PIPESTATUS[0]}
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tmp" | tail -n 1)
+if [ -n "$line" ]; then
+    p=${line%% passed*}
+    f=${line#*, }; f=${f%% failed}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+else
+    echo "test_options.py printed no summary (exit $rc)"
+    p=0; f=1
+fi
+count "option tests ($((SECONDS - start))s)" "$p" "$f"
+
+# 3. differential rig runs --------------------------------------------------------
+rig() {   # rig NAME ARGS...
+    local name=$1; shift
+    echo "=== rig $name"
+    local start=$SECONDS
+    if python3 tests/integration/rig.py --stratafs "$BIN" "$@"; then
+        count "rig $name ($((SECONDS - start))s)" 1 0
+    else
+        count "rig $name ($((SECONDS - start))s)" 0 1
+    fi
+}
+rig "3 layers --big" --layers 3 --big --workdir "$RIGBASE-3big"
+rig "50 layers" --layers 50 --workdir "$RIGBASE-50"
+
+echo "=== summary"
+for s in "${summary[@]}"; do echo "  $s"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
