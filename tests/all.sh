@@ -1,0 +1,46 @@
+#!/bin/sh
+# all.sh - the whole test suite, as CI runs it (as root): install the
+# dependencies, build normally and with ASan/UBSan, run tests/run.sh on both
+# builds and print one closing line "N passed, N failed".
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+"$top/scripts/bootstrap.sh" || exit 1
+"$top/scripts/build.sh" --asan || { echo "0 passed, 1 failed"; exit 1; }
+
+asan_dir=$(mktemp -d /tmp/strata-asan.XXXXXX)
+total_pass=0
+total_fail=0
+for b in build build-asan; do
+	echo "== tests on $b"
+	log=$(mktemp)
+	if [ "$b" = build-asan ]; then
+		ASAN_OPTIONS="abort_on_error=1:detect_leaks=1:log_path=$asan_dir/asan" \
+		UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$asan_dir/ubsan" \
+			"$top/tests/run.sh" "$b" 2>&1 | tee "$log"
+	else
+		"$top/tests/run.sh" "$b" 2>&1 | tee "$log"
+	fi
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+	rm -f "$log"
+	if [ -z "$line" ]; then
+		total_fail=$((total_fail + 1))
+		continue
+	fi
+	p=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/')
+	f=$(echo "$line" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')
+	total_pass=$((total_pass + p))
+	total_fail=$((total_fail + f))
+done
+# any sanitizer report from a daemon (its stderr is closed) is a failure
+if ls "$asan_dir"/* >/dev/null 2>&1; then
+	echo "sanitizer reports:"
+	cat "$asan_dir"/*
+	total_fail=$((total_fail + 1))
+else
+	total_pass=$((total_pass + 1))
+	echo "ok - no ASan/UBSan reports"
+fi
+rm -rf "$asan_dir"
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
