@@ -225,11 +225,14 @@ static void do_getattr(struct fw_worker *w, const struct fuse_in_header *h, cons
 	int err;
 	CTX(c);
 
-	(void)arg;
-	(void)arglen;
+	const struct fuse_getattr_in *in = arg;
+	uint64_t fh = 0;
+
 	NEED(getattr);
+	if (arglen >= sizeof(*in) && (in->getattr_flags & FUSE_GETATTR_FH))
+		fh = in->fh;
 	memset(&st, 0, sizeof(st));
-	err = OPS->getattr(UD, &c, h->nodeid, &st, &t);
+	err = OPS->getattr(UD, &c, h->nodeid, fh, &st, &t);
 	reply_attr(w, h->unique, err, &st, t);
 }
 

@@ -102,8 +102,9 @@ struct fw_ops {
 	int (*lookup)(void *ud, const struct fw_ctx *c, uint64_t parent, const char *name,
 		      struct fw_entry *e);
 	void (*forget)(void *ud, uint64_t nodeid, uint64_t nlookup);
-	int (*getattr)(void *ud, const struct fw_ctx *c, uint64_t nodeid, struct stat *st,
-		       double *timeout);
+	/* fh: the open file the kernel asks through (fstat), or 0 */
+	int (*getattr)(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh,
+		       struct stat *st, double *timeout);
 	int (*setattr)(void *ud, const struct fw_ctx *c, uint64_t nodeid,
 		       const struct fw_setattr *sa, struct stat *st, double *timeout);
 	/* returns the target length; buf is size bytes */

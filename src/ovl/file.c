@@ -1,6 +1,7 @@
 /*
- * file.c - open files: the real file behind a node, opened at OPEN time.
- * Reads go to the real file of the top layer that has the name.
+ * file.c - open files (the kernel's file.c).  Opening for writing (or with
+ * O_TRUNC) copies the node up first; a file opened before a copy-up reads
+ * the upper copy afterwards, as the kernel's overlay re-opens its real file.
  */
 #define _GNU_SOURCE
 #include "ovl.h"
@@ -10,37 +11,86 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-/* flags that make sense when re-opening the real file */
-#define OVL_OPEN_KEEP (O_ACCMODE | O_APPEND | O_NONBLOCK | O_DIRECT | O_SYNC | O_DSYNC | O_NOATIME)
+/* flags that make sense when opening the real file (O_APPEND: offsets come from the kernel) */
+#define OVL_OPEN_KEEP (O_ACCMODE | O_NONBLOCK | O_DIRECT | O_SYNC | O_DSYNC | O_NOATIME)
 
-int ovl_open(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl_file **out)
+static bool wants_write(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+}
+
+static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
+{
+	const char *name;
+	int dfd, fd, ret;
+
+	ret = ovl_real_at(fs, node, &dfd, &name);
+	if (ret)
+		return ret;
+	flags = (flags & (OVL_OPEN_KEEP | O_TRUNC)) | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY;
+	fd = openat(dfd, name, flags);
+	if (fd < 0 && errno == EPERM && (flags & O_NOATIME))
+		fd = openat(dfd, name, flags & ~O_NOATIME);
+	return fd < 0 ? -errno : fd;
+}
+
+static int file_new(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl_file **out)
 {
 	struct ovl_file *f;
-	int dfd, fd;
+	int fd;
 
-	if (S_ISDIR(node->type))
-		return -EISDIR;
-	if (!fs->has_upper && ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)))
-		return -EROFS;
-	dfd = ovl_layer_dirfd(node->parent, node->layer);
-	if (dfd < 0)
-		return -ESTALE;
-	fd = openat(dfd, node->name, (flags & OVL_OPEN_KEEP) | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0 && errno == EPERM && (flags & O_NOATIME))
-		fd = openat(dfd, node->name,
-			    (flags & OVL_OPEN_KEEP & ~O_NOATIME) | O_NOFOLLOW | O_CLOEXEC |
-				O_NOCTTY);
+	fd = open_real(fs, node, flags);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	f = calloc(1, sizeof(*f));
 	if (!f) {
 		close(fd);
 		return -ENOMEM;
 	}
 	f->fd = fd;
+	f->flags = flags;
+	f->loc = ovl_loc_of(node);
 	f->node = node;
 	ovl_node_ref(fs, node);
 	*out = f;
+	return 0;
+}
+
+int ovl_open(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl_file **out)
+{
+	int ret;
+
+	if (S_ISDIR(node->type))
+		return -EISDIR;
+	if (wants_write(flags)) {
+		if (!fs->has_upper)
+			return -EROFS;
+		ret = ovl_copy_up_data(fs, node);
+		if (ret)
+			return ret;
+	}
+	return file_new(fs, node, flags, out);
+}
+
+int ovl_open_new(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl_file **out)
+{
+	return file_new(fs, node, flags & ~O_TRUNC, out);
+}
+
+/* A read-only open from before a copy-up follows the node to its new object. */
+static int refresh(struct ovl_fs *fs, struct ovl_file *f)
+{
+	struct ovl_loc *loc = ovl_loc_of(f->node);
+	int fd;
+
+	if (loc == f->loc || (f->flags & O_ACCMODE) != O_RDONLY)
+		return 0;
+	fd = open_real(fs, f->node, f->flags & ~O_TRUNC);
+	if (fd < 0)
+		return 0; /* keep reading the old object */
+	close(f->fd);
+	f->fd = fd;
+	f->loc = loc;
 	return 0;
 }
 
@@ -48,9 +98,63 @@ ssize_t ovl_read(struct ovl_fs *fs, struct ovl_file *f, char *buf, size_t size, 
 {
 	ssize_t n;
 
-	(void)fs;
+	refresh(fs, f);
 	n = pread(f->fd, buf, size, off);
 	return n < 0 ? -errno : n;
+}
+
+ssize_t ovl_write(struct ovl_fs *fs, struct ovl_file *f, const char *buf, size_t size, off_t off)
+{
+	ssize_t n;
+
+	(void)fs;
+	n = pwrite(f->fd, buf, size, off);
+	return n < 0 ? -errno : n;
+}
+
+int ovl_fsync(struct ovl_fs *fs, struct ovl_file *f, bool datasync)
+{
+	int ret;
+
+	if (fs->config.ovl_volatile)
+		return 0; /* volatile: syncs are dropped, as the kernel's */
+	ret = datasync ? fdatasync(f->fd) : fsync(f->fd);
+	return ret < 0 ? -errno : 0;
+}
+
+int ovl_fallocate(struct ovl_fs *fs, struct ovl_file *f, int mode, off_t off, off_t len)
+{
+	(void)fs;
+	return fallocate(f->fd, mode, off, len) < 0 ? -errno : 0;
+}
+
+off_t ovl_lseek(struct ovl_fs *fs, struct ovl_file *f, off_t off, int whence)
+{
+	off_t r;
+
+	refresh(fs, f);
+	r = lseek(f->fd, off, whence);
+	return r < 0 ? -errno : r;
+}
+
+ssize_t ovl_copy_file_range(struct ovl_fs *fs, struct ovl_file *in, off_t offin,
+			    struct ovl_file *out, off_t offout, size_t len, unsigned int flags)
+{
+	loff_t oi = offin, oo = offout;
+	ssize_t n;
+
+	refresh(fs, in);
+	n = copy_file_range(in->fd, &oi, out->fd, &oo, len, flags);
+	return n < 0 ? -errno : n;
+}
+
+int ovl_fstat(struct ovl_fs *fs, struct ovl_file *f, struct stat *st)
+{
+	refresh(fs, f);
+	if (fstat(f->fd, st) < 0)
+		return -errno;
+	st->st_ino = f->node->ino;
+	return 0;
 }
 
 void ovl_release(struct ovl_fs *fs, struct ovl_file *f)

@@ -47,19 +47,99 @@ int ovl_nodes_init(struct ovl_fs *fs)
 	return 0;
 }
 
+struct ovl_node *ovl_node_alloc(void)
+{
+	struct ovl_node *n = calloc(1, sizeof(*n));
+
+	if (n)
+		pthread_mutex_init(&n->cu_lock, NULL);
+	return n;
+}
+
+static void free_stacks(struct ovl_stack *st)
+{
+	struct ovl_stack *next;
+	int i;
+
+	/* the current stack owns the fds; older ones only their memory */
+	for (i = 0; st && i < st->n; i++) {
+		if (st->p[i].fd >= 0)
+			close(st->p[i].fd);
+	}
+	for (; st; st = next) {
+		next = st->retired;
+		free(st);
+	}
+}
+
+/* Free a node; its parents (current and former) are returned unreferenced in *parents. */
+static void node_free_collect(struct ovl_node *node, struct ovl_node **first,
+			      struct ovl_loc **extra)
+{
+	struct ovl_loc *loc = atomic_load(&node->loc), *next;
+
+	*first = NULL;
+	*extra = NULL;
+	free_stacks(atomic_load(&node->stack));
+	if (loc) {
+		*first = loc->parent;
+		*extra = loc->retired;
+		free(loc->name);
+		free(loc->iname);
+		free(loc);
+	}
+	free(node->redirect);
+	pthread_mutex_destroy(&node->cu_lock);
+	free(node);
+	(void)next;
+}
+
 void ovl_node_free(struct ovl_node *node)
 {
-	int i;
+	struct ovl_node *parent;
+	struct ovl_loc *extra, *next;
 
 	if (!node)
 		return;
-	for (i = 0; i < node->nstack; i++) {
-		if (node->stack[i].fd >= 0)
-			close(node->stack[i].fd);
+	node_free_collect(node, &parent, &extra);
+	for (; extra; extra = next) {
+		next = extra->retired;
+		free(extra->name);
+		free(extra->iname);
+		free(extra);
 	}
-	free(node->stack);
-	free(node->name);
-	free(node);
+}
+
+int ovl_node_set_loc(struct ovl_node *node, struct ovl_node *parent, const char *name, int layer,
+		     const char *iname)
+{
+	struct ovl_loc *loc = calloc(1, sizeof(*loc));
+
+	if (!loc)
+		return -ENOMEM;
+	loc->name = strdup(name);
+	if (!loc->name) {
+		free(loc);
+		return -ENOMEM;
+	}
+	loc->iname = iname ? strdup(iname) : NULL;
+	if (iname && !loc->iname) {
+		free(loc->name);
+		free(loc);
+		return -ENOMEM;
+	}
+	loc->parent = parent;
+	loc->layer = layer;
+	loc->retired = atomic_load(&node->loc);
+	atomic_store_explicit(&node->loc, loc, memory_order_release);
+	return 0;
+}
+
+int ovl_node_set_stack(struct ovl_node *node, struct ovl_stack *st)
+{
+	st->retired = atomic_load(&node->stack);
+	atomic_store_explicit(&node->stack, st, memory_order_release);
+	return 0;
 }
 
 void ovl_nodes_free(struct ovl_fs *fs)
@@ -106,7 +186,7 @@ static struct ovl_node *shard_find(struct ovl_node_shard *s, dev_t dev, ino_t in
 	struct ovl_node *n;
 
 	for (n = *bucket_of(s, dev, ino); n; n = n->hnext) {
-		if (n->key_ino == ino && n->key_dev == dev)
+		if (n->key_ino == ino && n->key_dev == dev && n->hashed)
 			return n;
 	}
 	return NULL;
@@ -170,6 +250,7 @@ struct ovl_node *ovl_node_insert(struct ovl_fs *fs, struct ovl_node *node)
 	slot = bucket_of(s, node->key_dev, node->key_ino);
 	node->hnext = *slot;
 	*slot = node;
+	node->hashed = true;
 	if (node->nlookup == 0)
 		node->nlookup = 1;
 	s->count++;
@@ -177,27 +258,43 @@ struct ovl_node *ovl_node_insert(struct ovl_fs *fs, struct ovl_node *node)
 	return node;
 }
 
-/* Unhash and free node if nothing references it; called with its shard locked. */
-static bool shard_release(struct ovl_node_shard *s, struct ovl_node *node)
+static void shard_unlink(struct ovl_node_shard *s, struct ovl_node *node)
 {
 	struct ovl_node **pp;
 
-	if (node->nlookup || node->refs)
-		return false;
 	for (pp = bucket_of(s, node->key_dev, node->key_ino); *pp; pp = &(*pp)->hnext) {
 		if (*pp == node) {
 			*pp = node->hnext;
 			s->count--;
-			return true;
+			return;
 		}
 	}
-	abort(); /* a live node must be hashed */
+	abort(); /* a node in the table must be on its chain */
+}
+
+/* Unhash node if nothing references it; called with its shard locked. */
+static bool shard_release(struct ovl_node_shard *s, struct ovl_node *node)
+{
+	if (node->nlookup || node->refs)
+		return false;
+	shard_unlink(s, node);
+	return true;
+}
+
+void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node)
+{
+	struct ovl_node_shard *s = shard_of(fs, node->key_dev, node->key_ino);
+
+	pthread_mutex_lock(&s->lock);
+	node->hashed = false;
+	pthread_mutex_unlock(&s->lock);
 }
 
 static void node_drop(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup, uint64_t refs)
 {
 	struct ovl_node_shard *s;
 	struct ovl_node *parent;
+	struct ovl_loc *extra, *next;
 	bool dead;
 
 	while (node) {
@@ -211,9 +308,16 @@ static void node_drop(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup
 		pthread_mutex_unlock(&s->lock);
 		if (!dead)
 			return;
-		/* the parent lost a child reference: continue outside any lock */
-		parent = node->parent;
-		ovl_node_free(node);
+		/* the parents lost a child reference: continue outside any lock */
+		node_free_collect(node, &parent, &extra);
+		for (; extra; extra = next) {
+			next = extra->retired;
+			if (extra->parent)
+				ovl_node_unref(fs, extra->parent);
+			free(extra->name);
+			free(extra->iname);
+			free(extra);
+		}
 		node = parent;
 		nlookup = 0;
 		refs = 1;
@@ -247,23 +351,23 @@ int ovl_getattr(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	if (ret)
 		return ret;
 	st->st_ino = node->ino;
-	if (S_ISDIR(node->type) && node->nstack > 1)
+	if (S_ISDIR(node->type) && ovl_stack_of(node)->n > 1)
 		st->st_nlink = 1;
 	return 0;
 }
 
 int ovl_readlink(struct ovl_fs *fs, struct ovl_node *node, char *buf, size_t size)
 {
+	const char *name;
 	ssize_t n;
-	int dfd;
+	int dfd, ret;
 
-	(void)fs;
 	if (!S_ISLNK(node->type))
 		return -EINVAL;
-	dfd = ovl_layer_dirfd(node->parent, node->layer);
-	if (dfd < 0)
-		return -ESTALE;
-	n = readlinkat(dfd, node->name, buf, size);
+	ret = ovl_real_at(fs, node, &dfd, &name);
+	if (ret)
+		return ret;
+	n = readlinkat(dfd, name, buf, size);
 	if (n < 0)
 		return -errno;
 	return (int)n;
@@ -290,4 +394,82 @@ int ovl_access(struct ovl_fs *fs, struct ovl_node *node, uid_t uid, gid_t gid, i
 	else
 		bits = st.st_mode & 7;
 	return ((mode_t)mask & ~bits) ? -EACCES : 0;
+}
+
+static int set_times(int dfd, const char *name, const struct ovl_setattr *sa)
+{
+	struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
+
+	if (!(sa->valid & (OVL_SET_ATIME | OVL_SET_MTIME)))
+		return 0;
+	if (sa->valid & OVL_SET_ATIME)
+		ts[0] = sa->atime;
+	if (sa->valid & OVL_SET_MTIME)
+		ts[1] = sa->mtime;
+	return utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}
+
+static int set_size(int dfd, const char *name, const struct ovl_setattr *sa)
+{
+	int fd, ret = 0;
+
+	fd = openat(dfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, sa->size) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+/* chmod/chown/truncate/utimes: copy up (data only for a size change), then apply. */
+int ovl_setattr(struct ovl_fs *fs, struct ovl_node *node, const struct ovl_setattr *sa,
+		struct stat *st)
+{
+	const char *name = "";
+	int dfd, ret, flags = AT_SYMLINK_NOFOLLOW;
+
+	ret = (sa->valid & OVL_SET_SIZE) ? ovl_copy_up_data(fs, node) : ovl_copy_up(fs, node);
+	if (ret)
+		return ret;
+	if (S_ISDIR(node->type)) {
+		dfd = ovl_upper_dirfd(fs, node);
+		flags |= AT_EMPTY_PATH;
+	} else {
+		ret = ovl_real_at(fs, node, &dfd, &name);
+		if (ret)
+			return ret;
+	}
+	if ((sa->valid & (OVL_SET_UID | OVL_SET_GID)) &&
+	    fchownat(dfd, name, (sa->valid & OVL_SET_UID) ? sa->uid : (uid_t)-1,
+		     (sa->valid & OVL_SET_GID) ? sa->gid : (gid_t)-1, flags) < 0)
+		return -errno;
+	if ((sa->valid & OVL_SET_MODE) && !S_ISLNK(node->type)) {
+		if (S_ISDIR(node->type))
+			ret = fchmod(dfd, sa->mode & 07777);
+		else
+			ret = fchmodat(dfd, name, sa->mode & 07777, 0);
+		if (ret < 0)
+			return -errno;
+	}
+	if (sa->valid & OVL_SET_SIZE) {
+		if (S_ISDIR(node->type))
+			return -EISDIR;
+		ret = set_size(dfd, name, sa);
+		if (ret)
+			return ret;
+	}
+	ret = S_ISDIR(node->type) ? set_times(dfd, "", sa) : set_times(dfd, name, sa);
+	if (S_ISDIR(node->type) && (sa->valid & (OVL_SET_ATIME | OVL_SET_MTIME))) {
+		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
+
+		if (sa->valid & OVL_SET_ATIME)
+			ts[0] = sa->atime;
+		if (sa->valid & OVL_SET_MTIME)
+			ts[1] = sa->mtime;
+		ret = futimens(dfd, ts) < 0 ? -errno : 0;
+	}
+	if (ret)
+		return ret;
+	return ovl_getattr(fs, node, st);
 }

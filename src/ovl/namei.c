@@ -25,15 +25,19 @@
 struct lookup_data {
 	struct ovl_fs *fs;
 	struct ovl_node *dir;
-	char name[NAME_MAX + 1]; /* name to look for in the parent's layers */
-	char abspath[PATH_MAX];	 /* with an absolute redirect: path from the root */
-	bool absolute;		 /* follow abspath from layer roots */
-	int next_layer;		 /* absolute mode: next layer to search */
-	int pidx;		 /* parent mode: next index in dir->stack */
+	char name[NAME_MAX + 1];  /* name to look for in the parent's layers */
+	char abspath[PATH_MAX];	  /* with an absolute redirect: path from the root */
+	bool absolute;		  /* follow abspath from layer roots */
+	int next_layer;		  /* absolute mode: next layer to search */
+	int pidx;		  /* parent mode: next index in dstack */
+	struct ovl_stack *dstack; /* the parent's stack, loaded once */
 	bool found;
 	bool stop;
 	struct stat top; /* the top real object */
 	int top_layer;
+	int top_dirfd;				 /* the real dir holding the top object */
+	char top_redirect[OVL_REDIRECT_MAX + 2]; /* overlay.redirect of a top dir */
+	bool top_has_redirect;
 	int nstack;
 	struct ovl_path stack[OVL_MAX_STACK + 1];
 };
@@ -112,6 +116,18 @@ static int check_dir_xattrs(struct lookup_data *d, struct ovl_path *p, char *red
 		if (!memmem(list, (size_t)n, fs->xprefix, fs->xprefix_len))
 			return 0;
 	}
+	if (fs->layers[p->layer].is_upper) {
+		char key[64];
+
+		snprintf(key, sizeof(key), "%simpure", fs->xprefix);
+		if (memmem(list, (size_t)(n < 0 ? 0 : n), key, strlen(key) + 1))
+			p->flags |= OVL_PATH_IMPURE;
+		snprintf(key, sizeof(key), "%sorigin", fs->xprefix);
+		if (memmem(list, (size_t)(n < 0 ? 0 : n), key, strlen(key) + 1))
+			p->flags |= OVL_PATH_ORIGIN;
+		if (n < 0) /* list too long to read: ask directly */
+			p->flags |= OVL_PATH_IMPURE | OVL_PATH_ORIGIN;
+	}
 	n = ovl_get_ovl_xattr(fs, p->fd, NULL, "opaque", val, sizeof(val));
 	if (n == 1 && val[0] == 'y')
 		p->flags |= OVL_PATH_OPAQUE;
@@ -125,6 +141,7 @@ static int check_dir_xattrs(struct lookup_data *d, struct ovl_path *p, char *red
 		if (strlen(redirect) != (size_t)n)
 			return -EIO;
 		*has_redirect = true;
+		p->flags |= OVL_PATH_REDIRECT;
 	}
 	return 0;
 }
@@ -176,6 +193,7 @@ static int take_found(struct lookup_data *d, int dirfd, const char *fname, int l
 		d->found = true;
 		d->top = *st;
 		d->top_layer = layer;
+		d->top_dirfd = dirfd;
 		if (!S_ISDIR(st->st_mode)) {
 			d->stop = true;
 			return 0;
@@ -198,7 +216,12 @@ static int take_found(struct lookup_data *d, int dirfd, const char *fname, int l
 		d->stop = true;
 		return 0;
 	}
-	if (has_redirect)
+	if (has_redirect && d->nstack == 1) {
+		memcpy(d->top_redirect, redirect, sizeof(redirect));
+		d->top_has_redirect = true;
+	}
+	/* a redirect of the upper layer only matters with lower layers below */
+	if (has_redirect && layer + 1 < d->fs->nmerge)
 		return apply_redirect(d, redirect, layer);
 	return 0;
 }
@@ -225,7 +248,7 @@ static int lookup_layer(struct lookup_data *d, int dirfd, const char *fname, int
 
 static int lookup_absolute(struct lookup_data *d)
 {
-	const char *last;
+	const char *last = NULL;
 	int fd, ret, layer = d->next_layer++;
 
 	fd = open_path_parent(d->fs->layers[layer].fd, d->abspath, &last);
@@ -250,9 +273,9 @@ static int lookup_stack(struct lookup_data *d)
 		} else {
 			struct ovl_path *pp;
 
-			if (d->pidx >= d->dir->nstack)
+			if (d->pidx >= d->dstack->n)
 				break;
-			pp = &d->dir->stack[d->pidx++];
+			pp = &d->dstack->p[d->pidx++];
 			ret = lookup_layer(d, pp->fd, d->name, pp->layer, pp->flags);
 		}
 		if (ret)
@@ -270,41 +293,169 @@ static void close_stack(struct lookup_data *d)
 	d->nstack = 0;
 }
 
-static struct ovl_node *new_node(struct lookup_data *d, const char *name)
+struct identity {
+	dev_t dev;
+	ino_t ino;
+	uint64_t ino_shown;
+};
+
+/* Decode overlay.origin of an upper non-directory; 0 and the lower stat on success. */
+static int decode_origin(struct lookup_data *d, struct stat *lst, int *layer)
 {
-	struct ovl_node *n = calloc(1, sizeof(*n));
+	struct {
+		struct file_handle fh;
+		unsigned char data[MAX_HANDLE_SZ];
+	} h;
+	unsigned char fb[256];
+	ssize_t n;
+	int i, fd;
+
+	n = ovl_get_ovl_xattr(d->fs, d->top_dirfd, d->name, "origin", (char *)fb, sizeof(fb));
+	if (n < 21 || fb[1] != 0xfb || fb[2] != n || (size_t)n - 21 > MAX_HANDLE_SZ)
+		return -ENODATA;
+	h.fh.handle_bytes = (unsigned int)(n - 21);
+	h.fh.handle_type = fb[4];
+	memcpy(h.fh.f_handle, fb + 21, h.fh.handle_bytes);
+	for (i = 1; i < d->fs->nlayers; i++) {
+		fd = open_by_handle_at(d->fs->layers[i].fd, &h.fh, O_PATH | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (fstat(fd, lst) == 0 && lst->st_dev == d->fs->layers[i].dev) {
+			close(fd);
+			*layer = i;
+			return 0;
+		}
+		close(fd);
+	}
+	return -ESTALE;
+}
+
+/*
+ * The identity of the object found: the origin (lower) object for a copied-up
+ * directory or a copied-up file that was not a hard link (or is indexed),
+ * as the kernel reports st_ino; the top object otherwise.
+ */
+static void find_identity(struct lookup_data *d, struct ovl_node *dir, struct identity *id)
+{
+	struct ovl_stack *pst = ovl_stack_of(dir);
+	struct stat lst;
+	int layer;
+
+	id->dev = d->top.st_dev;
+	id->ino = d->top.st_ino;
+	id->ino_shown = ovl_map_ino(d->fs, d->top_layer, d->top.st_ino);
+	if (!d->fs->has_upper || d->top_layer != 0)
+		return;
+	if (S_ISDIR(d->top.st_mode)) {
+		if (!(d->stack[0].flags & OVL_PATH_ORIGIN) || d->nstack < 2 ||
+		    fstat(d->stack[1].fd, &lst) < 0)
+			return;
+		layer = d->stack[1].layer;
+	} else {
+		/* only entries of an impure upper dir can have been copied up */
+		if (pst->n == 0 || !(pst->p[0].flags & OVL_PATH_IMPURE))
+			return;
+		if (decode_origin(d, &lst, &layer))
+			return;
+		if (lst.st_nlink > 1 && d->fs->config.index != OVL_ON)
+			return; /* a broken hard link: its own file now */
+	}
+	id->dev = lst.st_dev;
+	id->ino = lst.st_ino;
+	id->ino_shown = ovl_map_ino(d->fs, layer, lst.st_ino);
+}
+
+/* hex name of the index entry of a lower object */
+static int index_name(struct lookup_data *d, int dirfd, const char *name, int layer, char *hex,
+		      size_t size)
+{
+	unsigned char fb[256];
+	ssize_t n = ovl_encode_origin(d->fs, dirfd, name, layer, fb, sizeof(fb));
+	ssize_t i;
+
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n * 2 + 1 > size)
+		return -ENAMETOOLONG;
+	for (i = 0; i < n; i++)
+		snprintf(hex + i * 2, 3, "%02x", fb[i]);
+	return 0;
+}
+
+static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, const char *name,
+				 const struct identity *id)
+{
+	struct ovl_node *n = ovl_node_alloc();
+	struct ovl_stack *st;
+	char hex[600];
+	bool indexed = false;
 
 	if (!n)
 		return NULL;
-	n->name = strdup(name);
-	if (!n->name)
-		goto out_free;
 	if (d->nstack) {
-		n->stack = malloc(sizeof(*n->stack) * (size_t)d->nstack);
-		if (!n->stack)
+		st = malloc(sizeof(*st) + sizeof(st->p[0]) * (size_t)d->nstack);
+		if (!st)
 			goto out_free;
-		memcpy(n->stack, d->stack, sizeof(*n->stack) * (size_t)d->nstack);
-		n->nstack = d->nstack;
+		st->retired = NULL;
+		st->n = d->nstack;
+		memcpy(st->p, d->stack, sizeof(st->p[0]) * (size_t)d->nstack);
+		atomic_store(&n->stack, st);
 		d->nstack = 0; /* the node owns the fds now */
+		n->lower = st->n > 1 || st->p[0].layer != 0 || !d->fs->has_upper;
+		n->opaque =
+		    (st->p[0].flags & OVL_PATH_OPAQUE) && st->p[0].layer == 0 && d->fs->has_upper;
+		n->impure = (st->p[0].flags & OVL_PATH_IMPURE) != 0;
+		if (d->top_has_redirect) {
+			n->redirect = strdup(d->top_redirect);
+			if (!n->redirect)
+				goto out_free;
+		}
+	} else if (d->fs->index_fd >= 0 && d->top_layer > 0 && S_ISREG(d->top.st_mode) &&
+		   d->top.st_nlink > 1 &&
+		   !index_name(d, d->top_dirfd, name, d->top_layer, hex, sizeof(hex))) {
+		struct stat ist;
+
+		/* a lower hard link copied up through another name lives in the index */
+		if (fstatat(d->fs->index_fd, hex, &ist, AT_SYMLINK_NOFOLLOW) == 0) {
+			indexed = true;
+		}
 	}
 	n->type = d->top.st_mode & S_IFMT;
-	n->layer = d->top_layer;
-	n->key_dev = d->top.st_dev;
-	n->key_ino = d->top.st_ino;
-	n->ino = ovl_map_ino(d->fs, d->top_layer, d->top.st_ino);
-	n->parent = d->dir;
+	n->key_dev = id->dev;
+	n->key_ino = id->ino;
+	n->ino = id->ino_shown;
+	if (!S_ISDIR(n->type))
+		n->lower = d->top_layer != 0 || !d->fs->has_upper || id->dev != d->top.st_dev ||
+			   id->ino != d->top.st_ino;
+	if (ovl_node_set_loc(n, dir, name, d->top_layer, indexed ? hex : NULL))
+		goto out_free;
 	return n;
 
 out_free:
-	free(n->name);
-	free(n);
+	ovl_node_free(n);
 	return NULL;
+}
+
+/* The attributes of a node as the union shows them. */
+static int node_stat(struct ovl_fs *fs, struct ovl_node *n, struct lookup_data *d, struct stat *st)
+{
+	struct ovl_loc *loc = ovl_loc_of(n);
+
+	if (S_ISDIR(n->type) || !loc->iname) {
+		*st = d->top;
+		st->st_ino = n->ino;
+		if (S_ISDIR(n->type) && ovl_stack_of(n)->n > 1)
+			st->st_nlink = 1;
+		return 0;
+	}
+	return ovl_getattr(fs, n, st);
 }
 
 int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct ovl_node **out,
 	       struct stat *st)
 {
 	struct lookup_data *d;
+	struct identity id;
 	struct ovl_node *n, *got;
 	int ret;
 
@@ -319,6 +470,7 @@ int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct
 		return -ENOMEM;
 	d->fs = fs;
 	d->dir = dir;
+	d->dstack = ovl_stack_of(dir);
 	snprintf(d->name, sizeof(d->name), "%s", name);
 	ret = lookup_stack(d);
 	if (ret)
@@ -326,11 +478,18 @@ int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct
 	ret = -ENOENT;
 	if (!d->found)
 		goto out;
+	find_identity(d, dir, &id);
 	/* already known (another name of a hard link, or a repeat lookup)? */
-	n = ovl_node_find_get(fs, d->top.st_dev, d->top.st_ino);
+	n = ovl_node_find_get(fs, id.dev, id.ino);
+	if (n && (n->type != (d->top.st_mode & S_IFMT))) {
+		/* the identity was reused by another object: forget the old node */
+		ovl_node_unhash(fs, n);
+		ovl_node_forget(fs, n, 1);
+		n = NULL;
+	}
 	if (!n) {
 		ret = -ENOMEM;
-		n = new_node(d, name);
+		n = new_node(d, dir, name, &id);
 		if (!n)
 			goto out;
 		ovl_node_ref(fs, dir);
@@ -341,14 +500,37 @@ int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct
 			n = got;
 		}
 	}
-	*st = d->top;
-	st->st_ino = n->ino;
-	if (S_ISDIR(n->type) && n->nstack > 1)
-		st->st_nlink = 1;
+	ret = node_stat(fs, n, d, st);
+	if (ret) {
+		ovl_node_forget(fs, n, 1);
+		goto out;
+	}
 	*out = n;
-	ret = 0;
 out:
 	close_stack(d);
 	free(d);
 	return ret;
+}
+
+/*
+ * Does name exist in a lower layer of dir (the kernel's ovl_lower_positive)?
+ * Decides whether removing or renaming away name needs a whiteout.
+ */
+bool ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *dir, const char *name)
+{
+	struct ovl_stack *st = ovl_stack_of(dir);
+	struct stat sb;
+	int i;
+
+	for (i = 0; i < st->n; i++) {
+		if (fs->has_upper && st->p[i].layer == 0)
+			continue;
+		if (fstatat(st->p[i].fd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (has_wh_marker(st->p[i].fd, name))
+				return false;
+			continue;
+		}
+		return !ovl_is_whiteout(&sb);
+	}
+	return false;
 }

@@ -12,6 +12,13 @@
 #include <stddef.h>
 #include <sys/statvfs.h>
 
+/* Who asks: the caller's identity, for new objects and permission rules. */
+struct ovl_cred {
+	uid_t uid;
+	gid_t gid;
+	mode_t umask;
+};
+
 /* params.c */
 void ovl_config_init(struct ovl_config *cfg);
 void ovl_config_free(struct ovl_config *cfg);
@@ -38,20 +45,44 @@ void ovl_unescape(char *s);
 int ovl_fs_new(const struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t errlen);
 void ovl_fs_free(struct ovl_fs *fs);
 int ovl_statfs(struct ovl_fs *fs, struct ovl_node *node, struct statvfs *sv);
+int ovl_syncfs(struct ovl_fs *fs);
 
 /* util.c */
 bool ovl_is_whiteout(const struct stat *st);
 bool ovl_is_wh_marker(const char *name);
 ssize_t ovl_getxattr_at(int dirfd, const char *name, const char *xname, void *buf, size_t size);
 ssize_t ovl_listxattr_at(int dirfd, const char *name, char *buf, size_t size);
+int ovl_setxattr_at(int dirfd, const char *name, const char *xname, const void *val, size_t size,
+		    int flags);
+int ovl_removexattr_at(int dirfd, const char *name, const char *xname);
 ssize_t ovl_getxattr_fd(int fd, const char *xname, void *buf, size_t size);
-/* read overlay.<name> ("opaque", "redirect"...) of a real object */
+/* overlay.<xname> of a real object (of dirfd itself when name is NULL) */
 ssize_t ovl_get_ovl_xattr(struct ovl_fs *fs, int dirfd, const char *name, const char *xname,
 			  char *buf, size_t size);
+int ovl_set_ovl_xattr(struct ovl_fs *fs, int dirfd, const char *name, const char *xname,
+		      const void *val, size_t size);
+int ovl_remove_ovl_xattr(struct ovl_fs *fs, int dirfd, const char *name, const char *xname);
 uint64_t ovl_map_ino(const struct ovl_fs *fs, int layer, ino_t real);
+struct ovl_stack *ovl_stack_of(const struct ovl_node *dir);
+struct ovl_loc *ovl_loc_of(const struct ovl_node *node);
 int ovl_layer_dirfd(const struct ovl_node *dir, int layer);
-/* fstatat the real object of a node */
+/* the directory fd and name of a node's real object (the top one) */
+int ovl_real_at(struct ovl_fs *fs, struct ovl_node *node, int *dfd, const char **name);
 int ovl_real_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
+/* is the node's top real object in the upper layer? */
+bool ovl_has_upper(const struct ovl_fs *fs, const struct ovl_node *node);
+/* the fd of a directory node's upper directory, or -1 */
+int ovl_upper_dirfd(const struct ovl_fs *fs, const struct ovl_node *dir);
+/* a unique temporary name for workdir/work */
+void ovl_tmpname(struct ovl_fs *fs, char *buf, size_t size);
+/* make a whiteout (char 0/0, mode 0) */
+int ovl_mkwhiteout(int dirfd, const char *name);
+/* the overlay.origin value (struct ovl_fb) of a real object */
+ssize_t ovl_encode_origin(struct ovl_fs *fs, int dirfd, const char *name, int layer,
+			  unsigned char *buf, size_t size);
+/* run fn as the caller (fsuid/fsgid) so new objects get their owner */
+void ovl_cred_enter(const struct ovl_cred *cr, uid_t *olduid, gid_t *oldgid);
+void ovl_cred_leave(uid_t olduid, gid_t oldgid);
 
 /* inode.c: the node table */
 int ovl_nodes_init(struct ovl_fs *fs);
@@ -60,14 +91,43 @@ void ovl_nodes_free(struct ovl_fs *fs);
 struct ovl_node *ovl_node_find_get(struct ovl_fs *fs, dev_t dev, ino_t ino);
 /* insert a new node with one lookup reference, or return the existing one */
 struct ovl_node *ovl_node_insert(struct ovl_fs *fs, struct ovl_node *node);
+/* make a node unfindable (its last name is gone); it lives on while referenced */
+void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup);
 void ovl_node_ref(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_unref(struct ovl_fs *fs, struct ovl_node *node);
+struct ovl_node *ovl_node_alloc(void);
 void ovl_node_free(struct ovl_node *node);
 size_t ovl_node_count(struct ovl_fs *fs);
+/* replace a node's location (rename, copy-up); takes over the parent ref */
+int ovl_node_set_loc(struct ovl_node *node, struct ovl_node *parent, const char *name, int layer,
+		     const char *iname);
+/* replace a directory node's stack; the fds of the old one move over */
+int ovl_node_set_stack(struct ovl_node *node, struct ovl_stack *st);
 int ovl_getattr(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 int ovl_readlink(struct ovl_fs *fs, struct ovl_node *node, char *buf, size_t size);
 int ovl_access(struct ovl_fs *fs, struct ovl_node *node, uid_t uid, gid_t gid, int mask);
+
+/* What SETATTR changes (OVL_SET_* flags, as struct fw_setattr). */
+struct ovl_setattr {
+	unsigned int valid;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	off_t size;
+	struct timespec atime;
+	struct timespec mtime;
+	struct ovl_file *file; /* the open file, with OVL_SET_FILE */
+};
+#define OVL_SET_MODE  (1u << 0)
+#define OVL_SET_UID   (1u << 1)
+#define OVL_SET_GID   (1u << 2)
+#define OVL_SET_SIZE  (1u << 3)
+#define OVL_SET_ATIME (1u << 4)
+#define OVL_SET_MTIME (1u << 5)
+#define OVL_SET_FILE  (1u << 6)
+int ovl_setattr(struct ovl_fs *fs, struct ovl_node *node, const struct ovl_setattr *sa,
+		struct stat *st);
 
 /* namei.c */
 /*
@@ -77,6 +137,27 @@ int ovl_access(struct ovl_fs *fs, struct ovl_node *node, uid_t uid, gid_t gid, i
  */
 int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct ovl_node **out,
 	       struct stat *st);
+/* does name exist (not whited out) in a lower layer of dir? */
+bool ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *dir, const char *name);
+
+/* copy_up.c */
+/* give node (and its parents) an upper object; data too unless metacopy allows */
+int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node);
+int ovl_copy_up_data(struct ovl_fs *fs, struct ovl_node *node);
+/* mark an upper directory impure (it holds copied-up or redirected entries) */
+int ovl_set_impure(struct ovl_fs *fs, struct ovl_node *dir);
+
+/* dir.c */
+int ovl_create(struct ovl_fs *fs, const struct ovl_cred *cr, struct ovl_node *dir, const char *name,
+	       mode_t mode, dev_t rdev, const char *link_target, struct ovl_node **out,
+	       struct stat *st);
+int ovl_link(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newdir, const char *newname,
+	     struct ovl_node **out, struct stat *st);
+int ovl_unlink(struct ovl_fs *fs, struct ovl_node *dir, const char *name, bool isdir);
+int ovl_rename(struct ovl_fs *fs, struct ovl_node *olddir, const char *oldname,
+	       struct ovl_node *newdir, const char *newname, unsigned int flags);
+/* remove everything below an upper directory moved to the workdir, and it */
+int ovl_cleanup_tree(int dirfd, const char *name);
 
 /* readdir.c */
 int ovl_opendir(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir **out);
@@ -87,16 +168,32 @@ int ovl_opendir(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir **out);
 typedef int (*ovl_fill_fn)(void *ctx, const struct ovl_dirent *de, off_t next);
 int ovl_readdir(struct ovl_fs *fs, struct ovl_dir *dir, off_t off, ovl_fill_fn fill, void *ctx);
 void ovl_releasedir(struct ovl_fs *fs, struct ovl_dir *dir);
+/* the merged names of a directory, for the emptiness check of rmdir */
+int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *dir);
 
 /* file.c */
 int ovl_open(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl_file **out);
+/* open a new object's real file (after ovl_create) */
+int ovl_open_new(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl_file **out);
 ssize_t ovl_read(struct ovl_fs *fs, struct ovl_file *f, char *buf, size_t size, off_t off);
+ssize_t ovl_write(struct ovl_fs *fs, struct ovl_file *f, const char *buf, size_t size, off_t off);
+int ovl_fsync(struct ovl_fs *fs, struct ovl_file *f, bool datasync);
+int ovl_fallocate(struct ovl_fs *fs, struct ovl_file *f, int mode, off_t off, off_t len);
+off_t ovl_lseek(struct ovl_fs *fs, struct ovl_file *f, off_t off, int whence);
+ssize_t ovl_copy_file_range(struct ovl_fs *fs, struct ovl_file *in, off_t offin,
+			    struct ovl_file *out, off_t offout, size_t len, unsigned int flags);
+int ovl_fstat(struct ovl_fs *fs, struct ovl_file *f, struct stat *st);
 void ovl_release(struct ovl_fs *fs, struct ovl_file *f);
 
 /* xattrs.c */
 ssize_t ovl_getxattr(struct ovl_fs *fs, struct ovl_node *node, const char *name, void *buf,
 		     size_t size);
 ssize_t ovl_listxattr(struct ovl_fs *fs, struct ovl_node *node, char *buf, size_t size, bool admin);
+int ovl_setxattr(struct ovl_fs *fs, struct ovl_node *node, const char *name, const void *val,
+		 size_t size, int flags);
+int ovl_removexattr(struct ovl_fs *fs, struct ovl_node *node, const char *name);
 bool ovl_is_private_xattr(const struct ovl_fs *fs, const char *name);
+/* copy the xattrs of a real object to another (private ones excepted) */
+int ovl_copy_xattrs(struct ovl_fs *fs, int sdfd, const char *sname, int ddfd, const char *dname);
 
 #endif

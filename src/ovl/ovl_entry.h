@@ -64,28 +64,56 @@ struct ovl_path {
 
 #define OVL_PATH_OPAQUE	    (1u << 0) /* stops the merge below */
 #define OVL_PATH_XWHITEOUTS (1u << 1) /* may hold xwhiteouts (opaque=x) */
+#define OVL_PATH_IMPURE	    (1u << 2) /* upper: holds copied-up/redirected entries */
+#define OVL_PATH_ORIGIN	    (1u << 3) /* upper: has overlay.origin (copied up) */
+#define OVL_PATH_REDIRECT   (1u << 4) /* has overlay.redirect */
+
+/* The merged real directories of a directory node, top first. */
+struct ovl_stack {
+	struct ovl_stack *retired; /* the stack this one replaced */
+	int n;
+	struct ovl_path p[];
+};
+
+/*
+ * Where a node's real object is: `name` inside the real directory of
+ * `parent` in `layer` (for an indexed hard link: `iname` in workdir/index).
+ * Replaced as a whole (copy-up, rename); the old one stays valid until the
+ * node is freed, so readers need no lock.
+ */
+struct ovl_loc {
+	struct ovl_node *parent; /* holds a reference; NULL for the root */
+	char *name;		 /* the name in the union */
+	int layer;
+	char *iname;		 /* indexed hard link: the real object is workdir/index/<iname> */
+	struct ovl_loc *retired; /* older locations, freed with the node */
+};
 
 /*
  * A node: one object of the union as the kernel sees it (one FUSE node id).
  *
- * Directories hold a stack of real directory fds.  Non-directories hold no
- * fd: their real entry is `name` inside the parent's real directory of
- * `layer`.  Fields marked (shard) are protected by the node table shard lock
- * of the node; the rest are immutable after the node is published.
+ * Fields marked (shard) are protected by the node table shard lock of the
+ * node; (cu) by cu_lock, which serializes copy-up and renames of the node;
+ * loc and stack are read without a lock (see struct ovl_loc).
  */
 struct ovl_node {
 	uint64_t nlookup;	/* (shard) kernel references */
 	uint64_t refs;		/* (shard) engine references: children, open files */
 	struct ovl_node *hnext; /* (shard) hash chain */
-	dev_t key_dev;		/* identity: the top real object */
+	bool hashed;		/* (shard) findable by identity */
+	dev_t key_dev;		/* identity: the origin (lowest) real object */
 	ino_t key_ino;
-	uint64_t ino;		 /* st_ino reported for this node */
-	mode_t type;		 /* S_IFMT bits */
-	struct ovl_node *parent; /* holds a reference; NULL for the root */
-	char *name;
-	int layer;  /* layer of the top real object */
-	int nstack; /* directories: merged real dirs */
-	struct ovl_path *stack;
+	uint64_t ino; /* st_ino reported for this node */
+	mode_t type;  /* S_IFMT bits */
+	pthread_mutex_t cu_lock;
+	_Atomic(struct ovl_loc *) loc;
+	_Atomic(struct ovl_stack *) stack; /* directories only */
+	struct ovl_stack *old_stacks[8];   /* (cu) replaced stacks, freed with the node */
+	int nold;			   /* (cu) */
+	bool lower;			   /* (cu) a lower object is (or was) behind the name */
+	char *redirect;			   /* (cu) directories: overlay.redirect, or NULL */
+	bool opaque;			   /* (cu) directories: the upper dir is opaque */
+	bool impure;			   /* (cu) directories: upper dir marked impure */
 };
 
 #define OVL_NODE_SHARDS 64
@@ -109,6 +137,12 @@ struct ovl_fs {
 	int xino_bits;	  /* high st_ino bits that carry the fsid */
 	char xprefix[24]; /* "trusted.overlay." or "user.overlay." */
 	size_t xprefix_len;
+	int workdir_fd;		      /* workdir= (flock()ed: in use) */
+	int work_fd;		      /* workdir/work: temporaries, atomic copy-up */
+	int index_fd;		      /* workdir/index, or -1 */
+	_Atomic uint64_t tmp_seq;     /* names of temporaries */
+	bool fsync_copy;	      /* fsync copied-up data before it is renamed in */
+	pthread_rwlock_t rename_lock; /* write: renames move nodes; read: copy-up walks */
 	struct ovl_node *root;
 	struct ovl_node_shard shards[OVL_NODE_SHARDS];
 };
@@ -133,6 +167,8 @@ struct ovl_dir {
 struct ovl_file {
 	struct ovl_node *node;
 	int fd;
+	int flags;	     /* open flags */
+	struct ovl_loc *loc; /* the location fd was opened at */
 };
 
 #endif

@@ -47,6 +47,8 @@ struct name_set {
 struct dir_build {
 	struct ovl_fs *fs;
 	struct ovl_dir *dir;
+	struct ovl_node *node;
+	bool count_only; /* emptiness check: stop at the first entry */
 	struct name_set seen;
 	struct name_chunk *chunks;
 };
@@ -162,6 +164,25 @@ static int add_entry(struct ovl_dir *dir, const char *name, uint64_t ino, uint8_
 	return 0;
 }
 
+/*
+ * d_ino of an entry: the real number, except in an impure upper directory,
+ * where copied-up entries show their origin's number (as stat does), so
+ * the entry is looked up like the kernel's ovl_cache_update_ino().
+ */
+static uint64_t entry_ino(struct dir_build *b, const struct ovl_path *p, const char *name,
+			  uint64_t d_ino)
+{
+	struct ovl_node *n;
+	struct stat st;
+
+	if (!(p->flags & OVL_PATH_IMPURE) || p->layer != 0 || !b->fs->has_upper)
+		return ovl_map_ino(b->fs, p->layer, d_ino);
+	if (ovl_lookup(b->fs, b->node, name, &n, &st))
+		return ovl_map_ino(b->fs, p->layer, d_ino);
+	ovl_node_forget(b->fs, n, 1);
+	return st.st_ino;
+}
+
 /* Decide about one real entry of layer p; adds it to the listing if shown. */
 static int take_entry(struct dir_build *b, const struct ovl_path *p,
 		      const struct linux_dirent64 *de)
@@ -196,7 +217,9 @@ static int take_entry(struct dir_build *b, const struct ovl_path *p,
 	ret = see(b, name, &stored);
 	if (ret <= 0)
 		return ret;
-	return add_entry(b->dir, stored, ovl_map_ino(b->fs, p->layer, de->d_ino), type);
+	if (b->count_only)
+		return -ENOTEMPTY;
+	return add_entry(b->dir, stored, entry_ino(b, p, stored, de->d_ino), type);
 }
 
 static int read_layer(struct dir_build *b, const struct ovl_path *p, char *buf)
@@ -228,26 +251,56 @@ out:
 	return ret;
 }
 
-static int build(struct ovl_fs *fs, struct ovl_dir_priv *dp)
+static void free_chunks(struct name_chunk *c)
 {
-	struct ovl_dir *dir = &dp->pub;
-	struct ovl_node *node = dir->node;
-	struct dir_build b = {.fs = fs, .dir = dir};
+	struct name_chunk *next;
+
+	for (; c; c = next) {
+		next = c->next;
+		free(c);
+	}
+}
+
+static int read_stack(struct dir_build *b)
+{
+	struct ovl_stack *st = ovl_stack_of(b->node);
 	char *buf = malloc(GETDENTS_BUF);
-	int i, ret = -ENOMEM;
+	int i, ret = 0;
 
 	if (!buf)
 		return -ENOMEM;
-	if (add_entry(dir, ".", node->ino, DT_DIR) ||
-	    add_entry(dir, "..", node->parent ? node->parent->ino : node->ino, DT_DIR))
-		goto out;
-	ret = 0;
-	for (i = 0; i < node->nstack && !ret; i++)
-		ret = read_layer(&b, &node->stack[i], buf);
-out:
+	for (i = 0; i < st->n && !ret; i++)
+		ret = read_layer(b, &st->p[i], buf);
 	free(buf);
-	free(b.seen.slots);
+	free(b->seen.slots);
+	return ret;
+}
+
+static int build(struct ovl_fs *fs, struct ovl_dir_priv *dp)
+{
+	struct ovl_dir *dir = &dp->pub;
+	struct ovl_node *node = dir->node, *parent = ovl_loc_of(node)->parent;
+	struct dir_build b = {.fs = fs, .dir = dir, .node = node};
+	int ret;
+
+	if (add_entry(dir, ".", node->ino, DT_DIR) ||
+	    add_entry(dir, "..", parent ? parent->ino : node->ino, DT_DIR))
+		return -ENOMEM;
+	ret = read_stack(&b);
 	dp->chunks = b.chunks;
+	return ret;
+}
+
+/* 0 if the merged directory shows no entry, -ENOTEMPTY if it does. */
+int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *node)
+{
+	struct ovl_dir_priv dp;
+	struct dir_build b = {.fs = fs, .dir = &dp.pub, .node = node, .count_only = true};
+	int ret;
+
+	memset(&dp, 0, sizeof(dp));
+	ret = read_stack(&b);
+	free_chunks(b.chunks);
 	return ret;
 }
 
@@ -265,16 +318,6 @@ int ovl_opendir(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir **out)
 	ovl_node_ref(fs, node);
 	*out = &dp->pub;
 	return 0;
-}
-
-static void free_chunks(struct name_chunk *c)
-{
-	struct name_chunk *next;
-
-	for (; c; c = next) {
-		next = c->next;
-		free(c);
-	}
 }
 
 int ovl_readdir(struct ovl_fs *fs, struct ovl_dir *dir, off_t off, ovl_fill_fn fill, void *ctx)

@@ -6,13 +6,18 @@
 #define _GNU_SOURCE
 #include "ovl.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -97,41 +102,221 @@ static void assign_fsids(struct ovl_fs *fs)
 
 static int make_root(struct ovl_fs *fs)
 {
-	struct ovl_node *root = calloc(1, sizeof(*root));
-	struct stat st;
-	int i, n = 0;
+	struct ovl_node *root = ovl_node_alloc();
+	struct ovl_stack *st;
+	char v;
+	struct stat sb;
+	int i;
 
 	if (!root)
 		return -ENOMEM;
-	root->stack = calloc((size_t)fs->nmerge, sizeof(*root->stack));
-	root->name = strdup("");
-	if (!root->stack || !root->name) {
+	st = calloc(1, sizeof(*st) + sizeof(st->p[0]) * (size_t)fs->nmerge);
+	if (!st || ovl_node_set_loc(root, NULL, "", 0, NULL)) {
+		free(st);
 		ovl_node_free(root);
 		return -ENOMEM;
 	}
+	atomic_store(&root->stack, st);
 	for (i = 0; i < fs->nmerge; i++) {
-		root->stack[n].layer = i;
-		root->stack[n].fd = dup(fs->layers[i].fd);
-		if (root->stack[n].fd < 0) {
-			root->nstack = n;
+		st->p[i].layer = i;
+		st->p[i].fd = dup(fs->layers[i].fd);
+		if (st->p[i].fd < 0) {
+			st->n = i;
 			ovl_node_free(root);
 			return -errno;
 		}
-		n++;
+		st->n = i + 1;
 	}
-	root->nstack = n;
-	if (fstat(root->stack[0].fd, &st) < 0) {
+	if (fs->has_upper && ovl_get_ovl_xattr(fs, st->p[0].fd, NULL, "impure", &v, 1) >= 0) {
+		st->p[0].flags |= OVL_PATH_IMPURE;
+		root->impure = true;
+	}
+	if (fstat(st->p[0].fd, &sb) < 0) {
 		ovl_node_free(root);
 		return -errno;
 	}
 	root->type = S_IFDIR;
-	root->layer = 0;
-	root->key_dev = st.st_dev;
-	root->key_ino = st.st_ino;
-	root->ino = ovl_map_ino(fs, 0, st.st_ino);
+	root->lower = fs->nmerge > 1;
+	root->key_dev = sb.st_dev;
+	root->key_ino = sb.st_ino;
+	root->ino = ovl_map_ino(fs, 0, sb.st_ino);
 	root->nlookup = 1; /* the kernel's implicit reference, never dropped */
 	fs->root = ovl_node_insert(fs, root);
 	return 0;
+}
+
+/* Is b below (or equal to) a?  For the kernel's "separate subtrees" rule. */
+static bool path_below(const char *a, const char *b)
+{
+	char ra[PATH_MAX], rb[PATH_MAX];
+	size_t la;
+
+	if (!realpath(a, ra) || !realpath(b, rb))
+		return false;
+	la = strlen(ra);
+	return !strncmp(ra, rb, la) && (rb[la] == '/' || rb[la] == '\0' || la == 1);
+}
+
+/* Remove everything in workdir/work: temporaries of copy-ups that never finished. */
+static int clean_work(struct ovl_fs *fs)
+{
+	char name[NAME_MAX + 1];
+	struct dirent *de;
+	DIR *d;
+	int fd, ret = 0;
+
+	fd = openat(fs->work_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		snprintf(name, sizeof(name), "%s", de->d_name);
+		ret = ovl_cleanup_tree(fs->work_fd, name);
+		if (ret)
+			break;
+		rewinddir(d);
+	}
+	closedir(d);
+	return ret;
+}
+
+/* The upper fs must take our xattrs and whiteouts; refuse the mount otherwise. */
+static int check_upper_fs(struct ovl_fs *fs, char *err, size_t errlen)
+{
+	char tmp[64], tmp2[64];
+	int ret;
+
+	ovl_tmpname(fs, tmp, sizeof(tmp));
+	if (mkdirat(fs->work_fd, tmp, 0700) < 0)
+		return fail(err, errlen, -errno, "cannot write to workdir '%s': %s",
+			    fs->config.workdir, strerror(errno));
+	ret = ovl_set_ovl_xattr(fs, fs->work_fd, tmp, "opaque", "y", 1);
+	if (ret) {
+		ovl_cleanup_tree(fs->work_fd, tmp);
+		return fail(err, errlen, ret, "upper filesystem does not support %s* xattrs: %s%s",
+			    fs->xprefix, strerror(-ret),
+			    fs->config.userxattr ? "" : " (try userxattr)");
+	}
+	ovl_tmpname(fs, tmp2, sizeof(tmp2));
+	if (renameat2(fs->work_fd, tmp, fs->work_fd, tmp2, RENAME_WHITEOUT) < 0) {
+		ret = -errno;
+		ovl_cleanup_tree(fs->work_fd, tmp);
+		return fail(err, errlen, ret, "upper filesystem does not support whiteouts: %s",
+			    strerror(-ret));
+	}
+	ovl_cleanup_tree(fs->work_fd, tmp);
+	ovl_cleanup_tree(fs->work_fd, tmp2);
+	return 0;
+}
+
+static int open_subdir(int dirfd, const char *name, int *out)
+{
+	if (mkdirat(dirfd, name, 0) < 0 && errno != EEXIST)
+		return -errno;
+	*out = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return *out < 0 ? -errno : 0;
+}
+
+static int setup_volatile(struct ovl_fs *fs)
+{
+	int inc, vol, fd, ret;
+
+	ret = open_subdir(fs->work_fd, "incompat", &inc);
+	if (ret)
+		return ret;
+	ret = open_subdir(inc, "volatile", &vol);
+	close(inc);
+	if (ret)
+		return ret;
+	fd = openat(vol, "dirty", O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	close(vol);
+	if (fd < 0)
+		return -errno;
+	close(fd);
+	return 0;
+}
+
+/*
+ * The upper root records the lower root it belongs to (overlay.origin, with
+ * index=on) and the overlay's uuid, as the kernel writes them.
+ */
+static int mark_upper_root(struct ovl_fs *fs)
+{
+	unsigned char fb[256], uuid[16];
+	int up = fs->layers[0].fd;
+	ssize_t n;
+
+	if (fs->config.index == OVL_ON && fs->nmerge > 1 &&
+	    ovl_get_ovl_xattr(fs, up, NULL, "origin", (char *)fb, sizeof(fb)) == -ENODATA) {
+		n = ovl_encode_origin(fs, fs->layers[1].fd, "", 1, fb, sizeof(fb));
+		if (n > 0 && ovl_set_ovl_xattr(fs, up, NULL, "origin", fb, (size_t)n))
+			return -EIO;
+	}
+	if (ovl_get_ovl_xattr(fs, up, NULL, "uuid", (char *)uuid, sizeof(uuid)) == -ENODATA) {
+		if (getrandom(uuid, sizeof(uuid), 0) != sizeof(uuid))
+			return -EIO;
+		if (ovl_set_ovl_xattr(fs, up, NULL, "uuid", uuid, sizeof(uuid)))
+			return -EIO;
+	}
+	return 0;
+}
+
+/* upperdir= and workdir=: the kernel's checks, the workdir layout, the in-use lock. */
+static int setup_upper(struct ovl_fs *fs, char *err, size_t errlen)
+{
+	const struct ovl_config *cfg = &fs->config;
+	struct stat ust, wst;
+	int ret;
+
+	fs->workdir_fd = open(cfg->workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fs->workdir_fd < 0)
+		return fail(err, errlen, -errno, "cannot open workdir '%s': %s", cfg->workdir,
+			    strerror(errno));
+	if (fstat(fs->layers[0].fd, &ust) < 0 || fstat(fs->workdir_fd, &wst) < 0)
+		return fail(err, errlen, -errno, "cannot stat upperdir or workdir");
+	if (ust.st_dev != wst.st_dev)
+		return fail(err, errlen, -EINVAL,
+			    "workdir and upperdir must reside under the same mount");
+	if (path_below(cfg->upperdir, cfg->workdir) || path_below(cfg->workdir, cfg->upperdir))
+		return fail(err, errlen, -EINVAL, "workdir and upperdir must be separate subtrees");
+	if (flock(fs->workdir_fd, LOCK_EX | LOCK_NB) < 0 ||
+	    flock(fs->layers[0].fd, LOCK_EX | LOCK_NB) < 0)
+		return fail(err, errlen, -EBUSY,
+			    "upperdir '%s' or workdir '%s' is in use by another mount",
+			    cfg->upperdir, cfg->workdir);
+	ret = open_subdir(fs->workdir_fd, "work", &fs->work_fd);
+	if (ret)
+		return fail(err, errlen, ret, "cannot create '%s/work': %s", cfg->workdir,
+			    strerror(-ret));
+	if (faccessat(fs->work_fd, "incompat/volatile", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return fail(err, errlen, -EINVAL,
+			    "workdir '%s' was used by a volatile mount: create fresh upper and "
+			    "work dirs (or remove '%s/work/incompat')",
+			    cfg->workdir, cfg->workdir);
+	ret = clean_work(fs);
+	if (ret)
+		return fail(err, errlen, ret, "cannot clean '%s/work': %s", cfg->workdir,
+			    strerror(-ret));
+	ret = check_upper_fs(fs, err, errlen);
+	if (ret)
+		return ret;
+	if (cfg->ovl_volatile && (ret = setup_volatile(fs)))
+		return fail(err, errlen, ret, "cannot mark '%s' volatile: %s", cfg->workdir,
+			    strerror(-ret));
+	if (cfg->index == OVL_ON) {
+		ret = open_subdir(fs->workdir_fd, "index", &fs->index_fd);
+		if (ret)
+			return fail(err, errlen, ret, "cannot create '%s/index': %s", cfg->workdir,
+				    strerror(-ret));
+	}
+	fs->fsync_copy = !cfg->ovl_volatile;
+	return mark_upper_root(fs);
 }
 
 int ovl_fs_new(const struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t errlen)
@@ -142,6 +327,8 @@ int ovl_fs_new(const struct ovl_config *cfg, struct ovl_fs **out, char *err, siz
 	*err = '\0';
 	if (!fs)
 		return -ENOMEM;
+	fs->workdir_fd = fs->work_fd = fs->index_fd = -1;
+	pthread_rwlock_init(&fs->rename_lock, NULL);
 	ret = config_copy(&fs->config, cfg);
 	if (ret)
 		goto out_free;
@@ -160,6 +347,7 @@ int ovl_fs_new(const struct ovl_config *cfg, struct ovl_fs **out, char *err, siz
 	}
 	for (i = 0; i < fs->nlayers; i++)
 		fs->layers[i].fd = -1;
+
 	strcpy(fs->xprefix, cfg->userxattr ? "user.overlay." : "trusted.overlay.");
 	fs->xprefix_len = strlen(fs->xprefix);
 	if (fs->has_upper) {
@@ -175,6 +363,11 @@ int ovl_fs_new(const struct ovl_config *cfg, struct ovl_fs **out, char *err, siz
 		fs->layers[base + i].data_only = i >= cfg->nlower;
 	}
 	assign_fsids(fs);
+	if (fs->has_upper) {
+		ret = setup_upper(fs, err, errlen);
+		if (ret)
+			goto out_free;
+	}
 	ret = make_root(fs);
 	if (ret)
 		goto out_free;
@@ -201,8 +394,21 @@ void ovl_fs_free(struct ovl_fs *fs)
 		free(fs->layers[i].path);
 	}
 	free(fs->layers);
+	if (fs->index_fd >= 0)
+		close(fs->index_fd);
+	if (fs->work_fd >= 0)
+		close(fs->work_fd);
+	if (fs->workdir_fd >= 0)
+		close(fs->workdir_fd);
 	ovl_config_free(&fs->config);
 	free(fs);
+}
+
+int ovl_syncfs(struct ovl_fs *fs)
+{
+	if (!fs->has_upper || fs->config.ovl_volatile)
+		return 0;
+	return syncfs(fs->layers[0].fd) < 0 ? -errno : 0;
 }
 
 /* statfs of the upper layer, or of the top lower layer when read-only. */

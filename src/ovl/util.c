@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/fsuid.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -20,6 +22,12 @@
 #endif
 #ifndef SYS_listxattrat
 #define SYS_listxattrat 465
+#endif
+#ifndef SYS_setxattrat
+#define SYS_setxattrat 463
+#endif
+#ifndef SYS_removexattrat
+#define SYS_removexattrat 466
 #endif
 
 /* struct xattr_args of getxattrat(2) (Linux 6.13) */
@@ -58,7 +66,8 @@ ssize_t ovl_getxattr_at(int dirfd, const char *name, const char *xname, void *bu
 	long r;
 
 	if (atomic_load(&have_xattrat)) {
-		r = syscall(SYS_getxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, xname, &args,
+		r = syscall(SYS_getxattrat, dirfd, name,
+			    AT_SYMLINK_NOFOLLOW | (name[0] ? 0 : AT_EMPTY_PATH), xname, &args,
 			    sizeof(args));
 		if (r >= 0)
 			return r;
@@ -78,7 +87,8 @@ ssize_t ovl_listxattr_at(int dirfd, const char *name, char *buf, size_t size)
 	long r;
 
 	if (atomic_load(&have_xattrat)) {
-		r = syscall(SYS_listxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, buf, size);
+		r = syscall(SYS_listxattrat, dirfd, name,
+			    AT_SYMLINK_NOFOLLOW | (name[0] ? 0 : AT_EMPTY_PATH), buf, size);
 		if (r >= 0)
 			return r;
 		if (errno != ENOSYS)
@@ -138,32 +148,212 @@ uint64_t ovl_map_ino(const struct ovl_fs *fs, int layer, ino_t real)
 	return (uint64_t)real | (fsid << shift);
 }
 
+struct ovl_stack *ovl_stack_of(const struct ovl_node *dir)
+{
+	return atomic_load_explicit(&((struct ovl_node *)dir)->stack, memory_order_acquire);
+}
+
+struct ovl_loc *ovl_loc_of(const struct ovl_node *node)
+{
+	return atomic_load_explicit(&((struct ovl_node *)node)->loc, memory_order_acquire);
+}
+
 /* The fd of the real directory of dir in layer, or -1. */
 int ovl_layer_dirfd(const struct ovl_node *dir, int layer)
 {
+	struct ovl_stack *st = ovl_stack_of(dir);
 	int i;
 
-	for (i = 0; i < dir->nstack; i++) {
-		if (dir->stack[i].layer == layer)
-			return dir->stack[i].fd;
+	for (i = 0; st && i < st->n; i++) {
+		if (st->p[i].layer == layer)
+			return st->p[i].fd;
 	}
 	return -1;
 }
 
+int ovl_upper_dirfd(const struct ovl_fs *fs, const struct ovl_node *dir)
+{
+	struct ovl_stack *st = ovl_stack_of(dir);
+
+	if (!fs->has_upper || !st || st->n == 0 || st->p[0].layer != 0)
+		return -1;
+	return st->p[0].fd;
+}
+
+bool ovl_has_upper(const struct ovl_fs *fs, const struct ovl_node *node)
+{
+	if (!fs->has_upper)
+		return false;
+	if (S_ISDIR(node->type))
+		return ovl_upper_dirfd(fs, node) >= 0;
+	return ovl_loc_of(node)->layer == 0;
+}
+
+int ovl_real_at(struct ovl_fs *fs, struct ovl_node *node, int *dfd, const char **name)
+{
+	struct ovl_loc *loc = ovl_loc_of(node);
+
+	*name = loc->iname ? loc->iname : loc->name;
+	if (loc->iname)
+		*dfd = fs->index_fd;
+	else
+		*dfd = loc->parent ? ovl_layer_dirfd(loc->parent, loc->layer) : -1;
+	return *dfd < 0 ? -ESTALE : 0;
+}
+
 int ovl_real_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 {
-	int dfd;
+	const char *name;
+	int dfd, ret;
 
-	(void)fs;
 	if (S_ISDIR(node->type)) {
-		if (fstat(node->stack[0].fd, st) < 0)
+		if (fstat(ovl_stack_of(node)->p[0].fd, st) < 0)
 			return -errno;
 		return 0;
 	}
-	dfd = ovl_layer_dirfd(node->parent, node->layer);
-	if (dfd < 0)
-		return -ESTALE;
-	if (fstatat(dfd, node->name, st, AT_SYMLINK_NOFOLLOW) < 0)
+	ret = ovl_real_at(fs, node, &dfd, &name);
+	if (ret)
+		return ret;
+	if (fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	return 0;
+}
+
+void ovl_tmpname(struct ovl_fs *fs, char *buf, size_t size)
+{
+	snprintf(buf, size, "#%llx-%lx", (unsigned long long)atomic_fetch_add(&fs->tmp_seq, 1),
+		 (unsigned long)getpid());
+}
+
+int ovl_mkwhiteout(int dirfd, const char *name)
+{
+	if (mknodat(dirfd, name, S_IFCHR | 0, makedev(0, 0)) < 0)
+		return -errno;
+	return 0;
+}
+
+int ovl_setxattr_at(int dirfd, const char *name, const char *xname, const void *val, size_t size,
+		    int flags)
+{
+	struct ovl_xattr_args args = {
+	    .value = (uint64_t)(uintptr_t)val, .size = (uint32_t)size, .flags = (uint32_t)flags};
+	char path[64 + 256];
+	long r;
+
+	if (atomic_load(&have_xattrat)) {
+		r = syscall(SYS_setxattrat, dirfd, name,
+			    AT_SYMLINK_NOFOLLOW | (name[0] ? 0 : AT_EMPTY_PATH), xname, &args,
+			    sizeof(args));
+		if (r >= 0)
+			return 0;
+		if (errno != ENOSYS)
+			return -errno;
+		atomic_store(&have_xattrat, 0);
+	}
+	if (proc_path(path, sizeof(path), dirfd, name))
+		return -ENAMETOOLONG;
+	return lsetxattr(path, xname, val, size, flags) < 0 ? -errno : 0;
+}
+
+int ovl_removexattr_at(int dirfd, const char *name, const char *xname)
+{
+	char path[64 + 256];
+	long r;
+
+	if (atomic_load(&have_xattrat)) {
+		r = syscall(SYS_removexattrat, dirfd, name,
+			    AT_SYMLINK_NOFOLLOW | (name[0] ? 0 : AT_EMPTY_PATH), xname);
+		if (r >= 0)
+			return 0;
+		if (errno != ENOSYS)
+			return -errno;
+		atomic_store(&have_xattrat, 0);
+	}
+	if (proc_path(path, sizeof(path), dirfd, name))
+		return -ENAMETOOLONG;
+	return lremovexattr(path, xname) < 0 ? -errno : 0;
+}
+
+int ovl_set_ovl_xattr(struct ovl_fs *fs, int dirfd, const char *name, const char *xname,
+		      const void *val, size_t size)
+{
+	char full[64];
+
+	snprintf(full, sizeof(full), "%s%s", fs->xprefix, xname);
+	if (name)
+		return ovl_setxattr_at(dirfd, name, full, val, size, 0);
+	return fsetxattr(dirfd, full, val, size, 0) < 0 ? -errno : 0;
+}
+
+int ovl_remove_ovl_xattr(struct ovl_fs *fs, int dirfd, const char *name, const char *xname)
+{
+	char full[64];
+	int r;
+
+	snprintf(full, sizeof(full), "%s%s", fs->xprefix, xname);
+	if (name)
+		r = ovl_removexattr_at(dirfd, name, full);
+	else
+		r = fremovexattr(dirfd, full) < 0 ? -errno : 0;
+	return r == -ENODATA ? 0 : r;
+}
+
+#ifndef FS_IOC_GETFSUUID
+struct fsuuid2 {
+	uint8_t len;
+	uint8_t uuid[16];
+};
+#define FS_IOC_GETFSUUID _IOR(0x15, 0, struct fsuuid2)
+#endif
+
+/*
+ * struct ovl_fb as the kernel writes it: version 0, magic 0xfb, total
+ * length, flags (0: little-endian CPU), handle type, the filesystem uuid,
+ * then the file handle of the real object.
+ */
+ssize_t ovl_encode_origin(struct ovl_fs *fs, int dirfd, const char *name, int layer,
+			  unsigned char *buf, size_t size)
+{
+	struct {
+		struct file_handle fh;
+		unsigned char data[MAX_HANDLE_SZ];
+	} h;
+	struct fsuuid2 u;
+	int mount_id;
+	size_t len;
+
+	h.fh.handle_bytes = MAX_HANDLE_SZ;
+	if (name_to_handle_at(dirfd, name, &h.fh, &mount_id, name[0] ? 0 : AT_EMPTY_PATH) < 0)
+		return -errno;
+	len = 5 + 16 + h.fh.handle_bytes;
+	if (len > size || len > 255)
+		return -EOVERFLOW;
+	memset(&u, 0, sizeof(u));
+	u.len = 16;
+	if (ioctl(fs->layers[layer].fd, FS_IOC_GETFSUUID, &u) < 0 || u.len != 16)
+		memset(u.uuid, 0, sizeof(u.uuid));
+	buf[0] = 0;
+	buf[1] = 0xfb;
+	buf[2] = (unsigned char)len;
+	buf[3] = 0;
+	buf[4] = (unsigned char)h.fh.handle_type;
+	memcpy(buf + 5, u.uuid, 16);
+	memcpy(buf + 21, h.fh.f_handle, h.fh.handle_bytes);
+	return (ssize_t)len;
+}
+
+/*
+ * Per-thread fsuid/fsgid: with SECBIT_NO_SETUID_FIXUP set at start-up the
+ * daemon keeps its capabilities, so only ownership of new objects changes.
+ */
+void ovl_cred_enter(const struct ovl_cred *cr, uid_t *olduid, gid_t *oldgid)
+{
+	*oldgid = (gid_t)setfsgid(cr->gid);
+	*olduid = (uid_t)setfsuid(cr->uid);
+}
+
+void ovl_cred_leave(uid_t olduid, gid_t oldgid)
+{
+	setfsuid(olduid);
+	setfsgid(oldgid);
 }

@@ -31,31 +31,31 @@ static bool is_escaped(const struct ovl_fs *fs, const char *name)
 static ssize_t real_getxattr(struct ovl_fs *fs, struct ovl_node *node, const char *name, void *buf,
 			     size_t size)
 {
-	int dfd;
+	const char *rname;
+	int dfd, ret;
 
-	(void)fs;
 	if (S_ISDIR(node->type))
-		return ovl_getxattr_fd(node->stack[0].fd, name, buf, size);
-	dfd = ovl_layer_dirfd(node->parent, node->layer);
-	if (dfd < 0)
-		return -ESTALE;
-	return ovl_getxattr_at(dfd, node->name, name, buf, size);
+		return ovl_getxattr_fd(ovl_stack_of(node)->p[0].fd, name, buf, size);
+	ret = ovl_real_at(fs, node, &dfd, &rname);
+	if (ret)
+		return ret;
+	return ovl_getxattr_at(dfd, rname, name, buf, size);
 }
 
 static ssize_t real_listxattr(struct ovl_fs *fs, struct ovl_node *node, char *buf, size_t size)
 {
+	const char *rname;
 	ssize_t n;
-	int dfd;
+	int dfd, ret;
 
-	(void)fs;
 	if (S_ISDIR(node->type)) {
-		n = flistxattr(node->stack[0].fd, buf, size);
+		n = flistxattr(ovl_stack_of(node)->p[0].fd, buf, size);
 		return n < 0 ? -errno : n;
 	}
-	dfd = ovl_layer_dirfd(node->parent, node->layer);
-	if (dfd < 0)
-		return -ESTALE;
-	return ovl_listxattr_at(dfd, node->name, buf, size);
+	ret = ovl_real_at(fs, node, &dfd, &rname);
+	if (ret)
+		return ret;
+	return ovl_listxattr_at(dfd, rname, buf, size);
 }
 
 ssize_t ovl_getxattr(struct ovl_fs *fs, struct ovl_node *node, const char *name, void *buf,
@@ -138,4 +138,112 @@ ssize_t ovl_listxattr(struct ovl_fs *fs, struct ovl_node *node, char *buf, size_
 out:
 	free(list);
 	return n;
+}
+
+/* The name an xattr has on the layer: overlay.X is stored as overlay.overlay.X. */
+static char *real_name(struct ovl_fs *fs, const char *name)
+{
+	char *real;
+
+	if (!ovl_is_private_xattr(fs, name))
+		return strdup(name);
+	if (asprintf(&real, "%s%s%s", fs->xprefix, ESCAPE, name + fs->xprefix_len) < 0)
+		return NULL;
+	return real;
+}
+
+int ovl_setxattr(struct ovl_fs *fs, struct ovl_node *node, const char *name, const void *val,
+		 size_t size, int flags)
+{
+	const char *rname;
+	char *real;
+	int dfd, ret;
+
+	ret = ovl_copy_up(fs, node);
+	if (ret)
+		return ret;
+	real = real_name(fs, name);
+	if (!real)
+		return -ENOMEM;
+	if (S_ISDIR(node->type)) {
+		ret = fsetxattr(ovl_upper_dirfd(fs, node), real, val, size, flags) < 0 ? -errno : 0;
+	} else {
+		ret = ovl_real_at(fs, node, &dfd, &rname);
+		if (!ret)
+			ret = ovl_setxattr_at(dfd, rname, real, val, size, flags);
+	}
+	free(real);
+	return ret;
+}
+
+int ovl_removexattr(struct ovl_fs *fs, struct ovl_node *node, const char *name)
+{
+	const char *rname;
+	char *real;
+	int dfd, ret;
+
+	/* nothing to copy up for an attribute that is not there */
+	if (ovl_getxattr(fs, node, name, NULL, 0) < 0)
+		return -ENODATA;
+	ret = ovl_copy_up(fs, node);
+	if (ret)
+		return ret;
+	real = real_name(fs, name);
+	if (!real)
+		return -ENOMEM;
+	if (S_ISDIR(node->type)) {
+		ret = fremovexattr(ovl_upper_dirfd(fs, node), real) < 0 ? -errno : 0;
+	} else {
+		ret = ovl_real_at(fs, node, &dfd, &rname);
+		if (!ret)
+			ret = ovl_removexattr_at(dfd, rname, real);
+	}
+	free(real);
+	return ret;
+}
+
+/*
+ * Copy-up of xattrs: all but the overlay's own private ones (escaped user
+ * ones travel).  Attributes the upper fs refuses for the type are skipped.
+ */
+int ovl_copy_xattrs(struct ovl_fs *fs, int sdfd, const char *sname, int ddfd, const char *dname)
+{
+	char *list = NULL, *val = NULL, *s;
+	ssize_t len, vlen;
+	int ret = 0;
+
+	len = ovl_listxattr_at(sdfd, sname, NULL, 0);
+	if (len <= 0)
+		return len == -EOPNOTSUPP ? 0 : (int)len;
+	list = malloc((size_t)len);
+	val = malloc(65536);
+	if (!list || !val) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	len = ovl_listxattr_at(sdfd, sname, list, (size_t)len);
+	if (len < 0) {
+		ret = (int)len;
+		goto out;
+	}
+	for (s = list; s < list + len; s += strlen(s) + 1) {
+		if (ovl_is_private_xattr(fs, s) && !is_escaped(fs, s))
+			continue;
+		vlen = ovl_getxattr_at(sdfd, sname, s, val, 65536);
+		if (vlen == -ENODATA)
+			continue;
+		if (vlen < 0) {
+			ret = (int)vlen;
+			goto out;
+		}
+		ret = ovl_setxattr_at(ddfd, dname, s, val, (size_t)vlen, 0);
+		if (ret == -EOPNOTSUPP || ret == -EPERM)
+			ret = 0;
+		if (ret)
+			goto out;
+	}
+out:
+	free(list);
+	free(val);
+	return ret;
 }

@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/securebits.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -373,6 +375,9 @@ int main(int argc, char **argv)
 	if (cl.debug)
 		cl.foreground = true;
 	raise_nofile();
+	/* new objects get the caller's mode as given, and the caller as owner */
+	umask(0);
+	prctl(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP);
 	if (setup_union(&cl, &cfg, &s) || check_mountpoint(cl.mountpoint)) {
 		ret = 1;
 		goto out;

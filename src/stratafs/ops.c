@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 static struct ovl_node *node_of(struct sfs *s, uint64_t id)
 {
@@ -19,6 +20,11 @@ static struct ovl_node *node_of(struct sfs *s, uint64_t id)
 static uint64_t id_of(struct sfs *s, struct ovl_node *n)
 {
 	return n == s->fs->root ? FW_ROOT_ID : (uint64_t)(uintptr_t)n;
+}
+
+static struct ovl_file *file_of(uint64_t fh)
+{
+	return (struct ovl_file *)(uintptr_t)fh;
 }
 
 static void fill_entry(struct sfs *s, struct fw_entry *e, struct ovl_node *n, const struct stat *st)
@@ -68,14 +74,269 @@ static void sfs_forget(void *ud, uint64_t nodeid, uint64_t nlookup)
 	ovl_node_forget(s->fs, node_of(s, nodeid), nlookup);
 }
 
-static int sfs_getattr(void *ud, const struct fw_ctx *c, uint64_t nodeid, struct stat *st,
-		       double *timeout)
+static int sfs_getattr(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh,
+		       struct stat *st, double *timeout)
+{
+	struct sfs *s = ud;
+	struct ovl_node *n = node_of(s, nodeid);
+	int ret;
+
+	(void)c;
+	*timeout = s->attr_timeout;
+	/* fstat of an open file: its object may have no name any more */
+	if (fh && !S_ISDIR(n->type)) {
+		ret = ovl_fstat(s->fs, file_of(fh), st);
+		if (!ret && S_ISDIR(st->st_mode))
+			st->st_nlink = 1;
+		return ret;
+	}
+	return ovl_getattr(s->fs, n, st);
+}
+
+static int sfs_setattr(void *ud, const struct fw_ctx *c, uint64_t nodeid,
+		       const struct fw_setattr *sa, struct stat *st, double *timeout)
+{
+	struct sfs *s = ud;
+	struct ovl_setattr os = {0};
+
+	(void)c;
+	*timeout = s->attr_timeout;
+	os.valid = sa->valid & (OVL_SET_MODE | OVL_SET_UID | OVL_SET_GID | OVL_SET_SIZE |
+				OVL_SET_ATIME | OVL_SET_MTIME);
+	os.mode = sa->mode;
+	os.uid = sa->uid;
+	os.gid = sa->gid;
+	os.size = sa->size;
+	os.atime = sa->atime;
+	os.mtime = sa->mtime;
+	return ovl_setattr(s->fs, node_of(s, nodeid), &os, st);
+}
+
+static int new_entry(struct sfs *s, int ret, struct ovl_node *n, const struct stat *st,
+		     struct fw_entry *e)
+{
+	if (!ret)
+		fill_entry(s, e, n, st);
+	return ret;
+}
+
+static void cred_of(const struct fw_ctx *c, mode_t umask, struct ovl_cred *cr)
+{
+	cr->uid = c->uid;
+	cr->gid = c->gid;
+	cr->umask = umask;
+}
+
+static int sfs_mknod(void *ud, const struct fw_ctx *c, uint64_t parent, const char *name,
+		     mode_t mode, dev_t rdev, mode_t umask, struct fw_entry *e)
+{
+	struct sfs *s = ud;
+	struct ovl_cred cr;
+	struct ovl_node *n = NULL;
+	struct stat st;
+
+	cred_of(c, umask, &cr);
+	int ret = ovl_create(s->fs, &cr, node_of(s, parent), name, mode, rdev, NULL, &n, &st);
+
+	return new_entry(s, ret, n, &st, e);
+}
+
+static int sfs_mkdir(void *ud, const struct fw_ctx *c, uint64_t parent, const char *name,
+		     mode_t mode, mode_t umask, struct fw_entry *e)
+{
+	struct sfs *s = ud;
+	struct ovl_cred cr;
+	struct ovl_node *n = NULL;
+	struct stat st;
+
+	cred_of(c, umask, &cr);
+	int ret = ovl_create(s->fs, &cr, node_of(s, parent), name, S_IFDIR | (mode & 07777), 0,
+			     NULL, &n, &st);
+
+	return new_entry(s, ret, n, &st, e);
+}
+
+static int sfs_symlink(void *ud, const struct fw_ctx *c, uint64_t parent, const char *name,
+		       const char *target, struct fw_entry *e)
+{
+	struct sfs *s = ud;
+	struct ovl_cred cr;
+	struct ovl_node *n = NULL;
+	struct stat st;
+
+	cred_of(c, 0, &cr);
+	int ret =
+	    ovl_create(s->fs, &cr, node_of(s, parent), name, S_IFLNK | 0777, 0, target, &n, &st);
+
+	return new_entry(s, ret, n, &st, e);
+}
+
+static int sfs_link(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t newparent,
+		    const char *newname, struct fw_entry *e)
+{
+	struct sfs *s = ud;
+	struct ovl_node *n = NULL;
+	struct stat st;
+
+	(void)c;
+	int ret = ovl_link(s->fs, node_of(s, nodeid), node_of(s, newparent), newname, &n, &st);
+
+	return new_entry(s, ret, n, &st, e);
+}
+
+static int sfs_unlink(void *ud, const struct fw_ctx *c, uint64_t parent, const char *name)
 {
 	struct sfs *s = ud;
 
 	(void)c;
-	*timeout = s->attr_timeout;
-	return ovl_getattr(s->fs, node_of(s, nodeid), st);
+	return ovl_unlink(s->fs, node_of(s, parent), name, false);
+}
+
+static int sfs_rmdir(void *ud, const struct fw_ctx *c, uint64_t parent, const char *name)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	return ovl_unlink(s->fs, node_of(s, parent), name, true);
+}
+
+static int sfs_rename(void *ud, const struct fw_ctx *c, uint64_t parent, const char *name,
+		      uint64_t newparent, const char *newname, unsigned int flags)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	return ovl_rename(s->fs, node_of(s, parent), name, node_of(s, newparent), newname, flags);
+}
+
+static int sfs_create(void *ud, const struct fw_ctx *c, uint64_t parent, const char *name,
+		      mode_t mode, mode_t umask, int flags, struct fw_entry *e, struct fw_open *o)
+{
+	struct sfs *s = ud;
+	struct ovl_file *f;
+	struct ovl_cred cr;
+	struct ovl_node *n;
+	struct stat st;
+	int ret;
+
+	cred_of(c, umask, &cr);
+	ret = ovl_create(s->fs, &cr, node_of(s, parent), name, S_IFREG | (mode & 07777), 0, NULL,
+			 &n, &st);
+	if (ret)
+		return ret;
+	ret = ovl_open_new(s->fs, n, flags, &f);
+	if (ret) {
+		ovl_node_forget(s->fs, n, 1);
+		return ret;
+	}
+	fill_entry(s, e, n, &st);
+	o->fh = (uint64_t)(uintptr_t)f;
+	o->open_flags = 0;
+	return 0;
+}
+
+static ssize_t sfs_write(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh,
+			 const char *buf, size_t size, off_t off, bool kill_priv)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	(void)nodeid;
+	(void)kill_priv;
+	return ovl_write(s->fs, file_of(fh), buf, size, off);
+}
+
+static int sfs_flush(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh,
+		     uint64_t lock_owner)
+{
+	(void)ud;
+	(void)c;
+	(void)nodeid;
+	(void)fh;
+	(void)lock_owner;
+	return 0;
+}
+
+static int sfs_fsync(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh, bool datasync)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	(void)nodeid;
+	return ovl_fsync(s->fs, file_of(fh), datasync);
+}
+
+static int sfs_fsyncdir(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh,
+			bool datasync)
+{
+	struct sfs *s = ud;
+	int fd;
+
+	(void)c;
+	(void)fh;
+	(void)datasync;
+	fd = ovl_upper_dirfd(s->fs, node_of(s, nodeid));
+	if (fd < 0 || s->fs->config.ovl_volatile)
+		return 0;
+	return fsync(fd) < 0 ? -errno : 0;
+}
+
+static int sfs_setxattr(void *ud, const struct fw_ctx *c, uint64_t nodeid, const char *name,
+			const char *value, size_t size, int flags)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	return ovl_setxattr(s->fs, node_of(s, nodeid), name, value, size, flags);
+}
+
+static int sfs_removexattr(void *ud, const struct fw_ctx *c, uint64_t nodeid, const char *name)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	return ovl_removexattr(s->fs, node_of(s, nodeid), name);
+}
+
+static int sfs_fallocate(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh, int mode,
+			 off_t off, off_t len)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	(void)nodeid;
+	return ovl_fallocate(s->fs, file_of(fh), mode, off, len);
+}
+
+static off_t sfs_lseek(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh, off_t off,
+		       int whence)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	(void)nodeid;
+	return ovl_lseek(s->fs, file_of(fh), off, whence);
+}
+
+static ssize_t sfs_copy_file_range(void *ud, const struct fw_ctx *c, uint64_t nodein, uint64_t fhin,
+				   off_t offin, uint64_t nodeout, uint64_t fhout, off_t offout,
+				   size_t len, unsigned int flags)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	(void)nodein;
+	(void)nodeout;
+	return ovl_copy_file_range(s->fs, file_of(fhin), offin, file_of(fhout), offout, len, flags);
+}
+
+static int sfs_syncfs(void *ud, const struct fw_ctx *c, uint64_t nodeid)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	(void)nodeid;
+	return ovl_syncfs(s->fs);
 }
 
 static int sfs_readlink(void *ud, const struct fw_ctx *c, uint64_t nodeid, char *buf, size_t size)
@@ -242,4 +503,23 @@ const struct fw_ops sfs_ops = {
     .access = sfs_access,
     .getxattr = sfs_getxattr,
     .listxattr = sfs_listxattr,
+    .setattr = sfs_setattr,
+    .mknod = sfs_mknod,
+    .mkdir = sfs_mkdir,
+    .symlink = sfs_symlink,
+    .link = sfs_link,
+    .unlink = sfs_unlink,
+    .rmdir = sfs_rmdir,
+    .rename = sfs_rename,
+    .create = sfs_create,
+    .write = sfs_write,
+    .flush = sfs_flush,
+    .fsync = sfs_fsync,
+    .fsyncdir = sfs_fsyncdir,
+    .setxattr = sfs_setxattr,
+    .removexattr = sfs_removexattr,
+    .fallocate = sfs_fallocate,
+    .lseek = sfs_lseek,
+    .copy_file_range = sfs_copy_file_range,
+    .syncfs = sfs_syncfs,
 };

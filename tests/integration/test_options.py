@@ -15,6 +15,7 @@ STRATAFS_EXTRA_OPTS is appended to every -o.
 """
 
 import argparse
+import ctypes
 import os
 import re
 import shutil
@@ -47,8 +48,19 @@ def run_strata(o, mnt, cwd=None, extra_args=()):
     if o is not None:
         cmd += ["-o", opts(o)]
     cmd += list(extra_args)
-    return subprocess.run(cmd, cwd=cwd or WORK, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, errors="replace", timeout=60)
+    return run_files(cmd, cwd=cwd or WORK)
+
+
+def run_files(cmd, **kw):
+    """subprocess.run with stdout/stderr in temp files, so that a daemon that
+    inherits them cannot block us; returns CompletedProcess with str output."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errf:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=errf, timeout=60, **kw)
+        out.seek(0)
+        errf.seek(0)
+        p.stdout = out.read().decode(errors="replace")
+        p.stderr = errf.read().decode(errors="replace")
+    return p
 
 
 def mountpoint(name):
@@ -176,9 +188,9 @@ def _():
     expect_refused("lowerdir=" + L("a") + ":", "trail")
 
 
-@test("lowerdir=a::b (empty middle layer) is refused")
+@test("lowerdir=a::b:c (regular layer below a data-only layer) is refused")
 def _():
-    expect_refused("lowerdir=%s::%s" % (L("a"), L("b")), "mid")
+    expect_refused("lowerdir=%s::%s:%s" % (L("a"), L("b"), L("c")), "mid")
 
 
 @test("missing layer dir is refused")
@@ -266,6 +278,16 @@ def _():
         umount(mnt)
 
 
+@test("lowerdir=a:b::c (data-only layer c) is accepted; c is not listed")
+def _():
+    mnt = mount_ok("lowerdir=%s:%s::%s" % (L("a"), L("b"), L("c")), "dataonly")
+    try:
+        if names(mnt) != ["fa", "fb", "shared"]:
+            raise Fail("lists %r" % names(mnt))
+    finally:
+        umount(mnt)
+
+
 @test("500 layers are accepted")
 def _():
     mnt = mount_ok("lowerdir=" + ":".join(str(i) for i in range(500)), "l500", cwd=os.path.join(WORK, "many"))
@@ -277,32 +299,72 @@ def _():
         umount(mnt)
 
 
+def in_private_mount_ns(fn):
+    """Run fn() in a forked child inside a private mount namespace; a Fail
+    (or any error) in the child is re-raised here as Fail."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        msg = "ok"
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(0x00020000) != 0:          # CLONE_NEWNS
+                raise Fail("unshare(CLONE_NEWNS): %s" % os.strerror(ctypes.get_errno()))
+            subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+            fn()
+        except Fail as e:
+            msg = str(e)
+        except BaseException as e:
+            msg = "%s: %s" % (type(e).__name__, e)
+        os.write(w, msg.encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        msg = fh.read().decode(errors="replace")
+    os.waitpid(pid, 0)
+    if msg != "ok":
+        raise Fail(msg or "child died")
+
+
 @test("mount -t fuse.stratafs via mount.fuse3, umount ends the daemon")
 def _():
+    # mount(8) drops PATH from the environment of its helpers, so mount.fuse3
+    # finds `stratafs` only on the default PATH: in a private mount namespace
+    # a dir holding a stratafs symlink is bind-mounted over /usr/local/sbin.
     mnt = mountpoint("helper")
-    env = dict(os.environ, PATH=os.path.dirname(BIN) + ":" + os.environ.get("PATH", "/usr/bin:/bin"))
-    p = subprocess.run(["mount", "-t", "fuse.stratafs", "stratafs", mnt, "-o", opts("lowerdir=" + L("a", "b", "c"))],
-                       env=env, cwd=WORK, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
-    try:
-        if p.returncode != 0:
-            raise Fail("mount exit %d: %s" % (p.returncode, p.stderr.strip()[:300]))
-        ent = [m for m in mountinfo() if m[0] == mnt]
-        if not ent:
-            raise Fail("not in mountinfo")
-        if ent[-1][1] != "fuse.stratafs":
-            raise Fail("fstype is %r, expected fuse.stratafs" % ent[-1][1])
-        if names(mnt) != ABC:
-            raise Fail("lists %r" % names(mnt))
-        pids = daemons(mnt)
-        if not pids:
-            raise Fail("no stratafs daemon found with pgrep -f")
-        u = subprocess.run(["umount", mnt], capture_output=True, text=True)
-        if u.returncode != 0:
-            raise Fail("umount failed: %s" % u.stderr.strip())
-        if not wait_for(lambda: all(gone(x) for x in pids), 5):
-            raise Fail("daemon %r still running 5s after umount" % pids)
-    finally:
-        umount(mnt)
+    bindir = os.path.join(WORK, "pathbin")
+    os.makedirs(bindir, exist_ok=True)
+    if not os.path.lexists(os.path.join(bindir, "stratafs")):
+        os.symlink(BIN, os.path.join(bindir, "stratafs"))
+
+    def body():
+        subprocess.run(["mount", "--bind", bindir, "/usr/local/sbin"], check=True)
+        env = dict(os.environ, PATH=os.path.dirname(BIN) + ":" + os.environ.get("PATH", "/usr/bin:/bin"))
+        p = run_files(["mount", "-t", "fuse.stratafs", "stratafs", mnt, "-o", opts("lowerdir=" + L("a", "b", "c"))],
+                      env=env, cwd=WORK)
+        try:
+            if p.returncode != 0:
+                raise Fail("mount exit %d: %s" % (p.returncode, p.stderr.strip()[:300]))
+            ent = [m for m in mountinfo() if m[0] == mnt]
+            if not ent:
+                raise Fail("not in mountinfo")
+            if ent[-1][1] != "fuse.stratafs":
+                raise Fail("fstype is %r, expected fuse.stratafs" % ent[-1][1])
+            if names(mnt) != ABC:
+                raise Fail("lists %r" % names(mnt))
+            pids = daemons(mnt)
+            if not pids:
+                raise Fail("no stratafs daemon found with pgrep -f")
+            u = subprocess.run(["umount", mnt], capture_output=True, text=True)
+            if u.returncode != 0:
+                raise Fail("umount failed: %s" % u.stderr.strip())
+            if not wait_for(lambda: all(gone(x) for x in pids), 5):
+                raise Fail("daemon %r still running 5s after umount" % pids)
+        finally:
+            umount(mnt)
+
+    in_private_mount_ns(body)
 
 
 @test("SIGTERM to the daemon unmounts and ends it")

@@ -1,0 +1,344 @@
+/*
+ * copy_up.c - give a node an upper object (the kernel's copy_up.c).
+ *
+ * Parents first, then the object: it is built under a temporary name in
+ * workdir/work (data by FICLONE, copy_file_range or read/write; xattrs;
+ * owner, mode, times; overlay.origin) and renamed into place, so a crash
+ * never leaves a half-copied object visible.  A lower hard link with
+ * index=on goes through workdir/index/<origin>, and every other name of it
+ * is a hard link to that entry.  Directories are copied without their
+ * contents.  cu_lock of the node serializes copy-ups of it.
+ */
+#define _GNU_SOURCE
+#include "ovl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef FICLONE
+#define FICLONE _IOW(0x94, 9, int)
+#endif
+
+#define COPY_CHUNK (1 << 20)
+
+static int copy_data_rw(int in, int out, off_t len)
+{
+	char *buf = malloc(COPY_CHUNK);
+	off_t done = 0;
+	ssize_t n, w;
+	int ret = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	while (done < len) {
+		n = pread(in, buf, COPY_CHUNK, done);
+		if (n < 0) {
+			ret = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		w = pwrite(out, buf, (size_t)n, done);
+		if (w != n) {
+			ret = w < 0 ? -errno : -EIO;
+			break;
+		}
+		done += n;
+	}
+	free(buf);
+	return ret;
+}
+
+/* Copy len bytes: reflink, else copy_file_range, else read/write. */
+static int copy_data(int in, int out, off_t len)
+{
+	off_t offin = 0, offout = 0;
+	ssize_t n;
+
+	if (len == 0)
+		return 0;
+	if (ioctl(out, FICLONE, in) == 0)
+		return 0;
+	while (offin < len) {
+		n = copy_file_range(in, &offin, out, &offout, (size_t)(len - offin), 0);
+		if (n < 0) {
+			if (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP ||
+			    errno == ENOSYS)
+				return copy_data_rw(in, out, len);
+			return -errno;
+		}
+		if (n == 0)
+			break;
+	}
+	return 0;
+}
+
+/* Make the temporary object in workdir/work; for regular files *fdp is open. */
+static int make_temp(struct ovl_fs *fs, int ldfd, const char *lname, const struct stat *st,
+		     const char *tmp, bool data, int *fdp)
+{
+	char target[PATH_MAX];
+	ssize_t n;
+	int fd, in, ret = 0;
+
+	*fdp = -1;
+	switch (st->st_mode & S_IFMT) {
+	case S_IFDIR:
+		return mkdirat(fs->work_fd, tmp, 0700) < 0 ? -errno : 0;
+	case S_IFLNK:
+		n = readlinkat(ldfd, lname, target, sizeof(target) - 1);
+		if (n < 0)
+			return -errno;
+		target[n] = '\0';
+		return symlinkat(target, fs->work_fd, tmp) < 0 ? -errno : 0;
+	case S_IFREG:
+		break;
+	default:
+		return mknodat(fs->work_fd, tmp, st->st_mode & S_IFMT, st->st_rdev) < 0 ? -errno
+											: 0;
+	}
+	fd = openat(fs->work_fd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	*fdp = fd;
+	if (!data)
+		return 0;
+	in = openat(ldfd, lname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+	if (in < 0 && errno == EPERM)
+		in = openat(ldfd, lname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (in < 0)
+		return -errno;
+	ret = copy_data(in, fd, st->st_size);
+	close(in);
+	return ret;
+}
+
+/* Owner, mode, times of the temporary object, after its data and xattrs. */
+static int copy_attrs(struct ovl_fs *fs, const char *tmp, const struct stat *st, int fd)
+{
+	struct timespec ts[2] = {st->st_atim, st->st_mtim};
+
+	if (fchownat(fs->work_fd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (!S_ISLNK(st->st_mode) && fchmodat(fs->work_fd, tmp, st->st_mode & 07777, 0) < 0)
+		return -errno;
+	if (fd >= 0 && fs->fsync_copy && fsync(fd) < 0)
+		return -errno;
+	if (utimensat(fs->work_fd, tmp, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+static int set_origin(struct ovl_fs *fs, int ldfd, const char *lname, int layer, const char *tmp)
+{
+	unsigned char fb[256];
+	ssize_t n = ovl_encode_origin(fs, ldfd, lname, layer, fb, sizeof(fb));
+
+	if (n < 0)
+		return 0; /* no file handles on the lower fs: no origin, as the kernel */
+	return ovl_set_ovl_xattr(fs, fs->work_fd, tmp, "origin", fb, (size_t)n);
+}
+
+/* Build a complete copy of the lower object under tmp in workdir/work. */
+static int build_copy(struct ovl_fs *fs, int ldfd, const char *lname, int layer,
+		      const struct stat *st, const char *tmp, bool data)
+{
+	int fd = -1, ret;
+
+	ret = make_temp(fs, ldfd, lname, st, tmp, data, &fd);
+	if (!ret)
+		ret = ovl_copy_xattrs(fs, ldfd, lname, fs->work_fd, tmp);
+	if (!ret)
+		ret = set_origin(fs, ldfd, lname, layer, tmp);
+	if (!ret)
+		ret = copy_attrs(fs, tmp, st, fd);
+	if (fd >= 0)
+		close(fd);
+	if (ret)
+		ovl_cleanup_tree(fs->work_fd, tmp);
+	return ret;
+}
+
+int ovl_set_impure(struct ovl_fs *fs, struct ovl_node *dir)
+{
+	struct ovl_stack *st;
+	int ret;
+
+	if (dir->impure)
+		return 0;
+	st = ovl_stack_of(dir);
+	if (st->n == 0 || st->p[0].layer != 0)
+		return -EIO;
+	ret = ovl_set_ovl_xattr(fs, st->p[0].fd, NULL, "impure", "y", 1);
+	if (ret)
+		return ret;
+	st->p[0].flags |= OVL_PATH_IMPURE;
+	dir->impure = true;
+	return 0;
+}
+
+static int index_hex(struct ovl_fs *fs, int ldfd, const char *lname, int layer, char *hex,
+		     size_t size)
+{
+	unsigned char fb[256];
+	ssize_t n = ovl_encode_origin(fs, ldfd, lname, layer, fb, sizeof(fb)), i;
+
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n * 2 + 1 > size)
+		return -ENAMETOOLONG;
+	for (i = 0; i < n; i++)
+		snprintf(hex + i * 2, 3, "%02x", fb[i]);
+	return 0;
+}
+
+/* A lower hard link: copy into workdir/index once, link every name to it. */
+static int copy_up_indexed(struct ovl_fs *fs, int ldfd, const char *lname, int layer,
+			   const struct stat *st, int updfd, const char *name)
+{
+	char hex[600], tmp[64];
+	struct stat ist;
+	int ret;
+
+	ret = index_hex(fs, ldfd, lname, layer, hex, sizeof(hex));
+	if (ret)
+		return ret;
+	if (fstatat(fs->index_fd, hex, &ist, AT_SYMLINK_NOFOLLOW) < 0) {
+		ovl_tmpname(fs, tmp, sizeof(tmp));
+		ret = build_copy(fs, ldfd, lname, layer, st, tmp, true);
+		if (ret)
+			return ret;
+		ret = ovl_set_ovl_xattr(fs, fs->work_fd, tmp, "nlink", "U+0", 3);
+		if (!ret && renameat2(fs->work_fd, tmp, fs->index_fd, hex, RENAME_NOREPLACE) < 0)
+			ret = errno == EEXIST ? 0 : -errno;
+		if (ret) {
+			ovl_cleanup_tree(fs->work_fd, tmp);
+			return ret;
+		}
+	}
+	if (linkat(fs->index_fd, hex, updfd, name, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+/* The new stack of a directory: its upper dir on top of what it had. */
+static int push_upper_dir(struct ovl_node *node, int updfd, const char *name)
+{
+	struct ovl_stack *old = ovl_stack_of(node), *st;
+	int fd;
+
+	fd = openat(updfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	st = malloc(sizeof(*st) + sizeof(st->p[0]) * (size_t)(old->n + 1));
+	if (!st) {
+		close(fd);
+		return -ENOMEM;
+	}
+	st->n = old->n + 1;
+	st->p[0].layer = 0;
+	st->p[0].fd = fd;
+	st->p[0].flags = OVL_PATH_ORIGIN;
+	memcpy(st->p + 1, old->p, sizeof(old->p[0]) * (size_t)old->n);
+	/* the fds move to the new stack: the old one must not close them */
+	return ovl_node_set_stack(node, st);
+}
+
+static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent,
+			  bool data)
+{
+	struct ovl_loc *loc = ovl_loc_of(node);
+	const char *lname;
+	char tmp[64];
+	struct stat st;
+	int ldfd, updfd, ret;
+
+	updfd = ovl_upper_dirfd(fs, parent);
+	if (updfd < 0)
+		return -EIO;
+	if (S_ISDIR(node->type)) {
+		ldfd = ovl_stack_of(node)->p[0].fd;
+		lname = "";
+		if (fstat(ldfd, &st) < 0)
+			return -errno;
+	} else {
+		ret = ovl_real_at(fs, node, &ldfd, &lname);
+		if (ret)
+			return ret;
+		if (fstatat(ldfd, lname, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+	}
+	if (loc->iname) {
+		/* already in the index: one more name for it */
+		ret = linkat(fs->index_fd, loc->iname, updfd, loc->name, 0) < 0 ? -errno : 0;
+	} else if (S_ISREG(st.st_mode) && st.st_nlink > 1 && fs->index_fd >= 0) {
+		ret = copy_up_indexed(fs, ldfd, lname, loc->layer, &st, updfd, loc->name);
+	} else {
+		ovl_tmpname(fs, tmp, sizeof(tmp));
+		if (S_ISDIR(node->type)) {
+			/* a directory is copied from its real dir fd */
+			ret = build_copy(fs, ldfd, "", ovl_stack_of(node)->p[0].layer, &st, tmp,
+					 false);
+		} else {
+			ret = build_copy(fs, ldfd, lname, loc->layer, &st, tmp, data);
+		}
+		if (!ret && renameat2(fs->work_fd, tmp, updfd, loc->name, RENAME_NOREPLACE) < 0) {
+			ret = -errno;
+			ovl_cleanup_tree(fs->work_fd, tmp);
+		}
+	}
+	if (ret)
+		return ret;
+	ret = ovl_set_impure(fs, parent);
+	if (ret)
+		return ret;
+	if (S_ISDIR(node->type))
+		return push_upper_dir(node, updfd, loc->name);
+	ovl_node_ref(fs, parent);
+	return ovl_node_set_loc(node, parent, loc->name, 0, NULL);
+}
+
+static int copy_up(struct ovl_fs *fs, struct ovl_node *node, bool data)
+{
+	struct ovl_node *parent;
+	int ret;
+
+	if (!fs->has_upper)
+		return -EROFS;
+	if (ovl_has_upper(fs, node))
+		return 0;
+	parent = ovl_loc_of(node)->parent;
+	if (!parent)
+		return -EIO;
+	ret = copy_up(fs, parent, false);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&node->cu_lock);
+	ret = 0;
+	if (!ovl_has_upper(fs, node))
+		ret = copy_up_locked(fs, node, parent, data);
+	pthread_mutex_unlock(&node->cu_lock);
+	return ret;
+}
+
+int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node)
+{
+	int ret;
+
+	pthread_rwlock_rdlock(&fs->rename_lock);
+	ret = copy_up(fs, node, true);
+	pthread_rwlock_unlock(&fs->rename_lock);
+	return ret;
+}
+
+int ovl_copy_up_data(struct ovl_fs *fs, struct ovl_node *node)
+{
+	return ovl_copy_up(fs, node);
+}
