@@ -201,13 +201,13 @@ static int index_hex(struct ovl_fs *fs, int ldfd, const char *lname, int layer, 
 
 /* A lower hard link: copy into workdir/index once, link every name to it. */
 static int copy_up_indexed(struct ovl_fs *fs, int ldfd, const char *lname, int layer,
-			   const struct stat *st, int updfd, const char *name)
+			   const struct stat *st, int updfd, const char *name, char *hex)
 {
-	char hex[600], tmp[64];
+	char tmp[64];
 	struct stat ist;
 	int ret;
 
-	ret = index_hex(fs, ldfd, lname, layer, hex, sizeof(hex));
+	ret = index_hex(fs, ldfd, lname, layer, hex, 600);
 	if (ret)
 		return ret;
 	if (fstatat(fs->index_fd, hex, &ist, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -215,7 +215,8 @@ static int copy_up_indexed(struct ovl_fs *fs, int ldfd, const char *lname, int l
 		ret = build_copy(fs, ldfd, lname, layer, st, tmp, true);
 		if (ret)
 			return ret;
-		ret = ovl_set_ovl_xattr(fs, fs->work_fd, tmp, "nlink", "U+0", 3);
+		/* the union's link count is the lower one so far */
+		ret = ovl_set_ovl_xattr(fs, fs->work_fd, tmp, "nlink", "L+0", 3);
 		if (!ret && renameat2(fs->work_fd, tmp, fs->index_fd, hex, RENAME_NOREPLACE) < 0)
 			ret = errno == EEXIST ? 0 : -errno;
 		if (ret) {
@@ -255,9 +256,9 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 			  bool data)
 {
 	struct ovl_loc *loc = ovl_loc_of(node);
-	const char *lname;
-	char tmp[64];
-	struct stat st;
+	const char *lname, *iname = loc->iname;
+	char tmp[64], hex[600];
+	struct stat st, cur;
 	int ldfd, updfd, ret;
 
 	updfd = ovl_upper_dirfd(fs, parent);
@@ -276,10 +277,19 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 			return -errno;
 	}
 	if (loc->iname) {
-		/* already in the index: one more name for it */
-		ret = linkat(fs->index_fd, loc->iname, updfd, loc->name, 0) < 0 ? -errno : 0;
+		/* already in the index: one more upper name for it, same union nlink */
+		ret = ovl_getattr(fs, node, &cur);
+		if (!ret && linkat(fs->index_fd, loc->iname, updfd, loc->name, 0) < 0)
+			ret = -errno;
+		if (!ret)
+			ret = ovl_set_nlink(fs, node, cur.st_nlink, 'U');
 	} else if (S_ISREG(st.st_mode) && st.st_nlink > 1 && fs->index_fd >= 0) {
-		ret = copy_up_indexed(fs, ldfd, lname, loc->layer, &st, updfd, loc->name);
+		ret = copy_up_indexed(fs, ldfd, lname, loc->layer, &st, updfd, loc->name, hex);
+		if (!ret) {
+			node->indexed = true;
+			node->lower_nlink = st.st_nlink;
+			iname = hex;
+		}
 	} else {
 		ovl_tmpname(fs, tmp, sizeof(tmp));
 		if (S_ISDIR(node->type)) {
@@ -302,7 +312,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 	if (S_ISDIR(node->type))
 		return push_upper_dir(node, updfd, loc->name);
 	ovl_node_ref(fs, parent);
-	return ovl_node_set_loc(node, parent, loc->name, 0, NULL);
+	return ovl_node_set_loc(node, parent, loc->name, 0, iname);
 }
 
 static int copy_up(struct ovl_fs *fs, struct ovl_node *node, bool data)

@@ -240,6 +240,7 @@ int ovl_link(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newdir, 
 {
 	struct ovl_cred owner = {0};
 	const char *rname;
+	struct stat cur;
 	int updfd, rdfd, wh, ret;
 
 	if (S_ISDIR(node->type))
@@ -258,9 +259,13 @@ int ovl_link(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newdir, 
 		return ret;
 	owner.uid = geteuid();
 	owner.gid = getegid();
+	if (node->indexed && (ret = ovl_getattr(fs, node, &cur)))
+		return ret;
 	ret = create_upper(fs, updfd, newname, wh == 1, &owner, S_IFREG, 0, NULL, rdfd, rname);
 	if (ret)
 		return ret;
+	if (node->indexed)
+		ovl_set_nlink(fs, node, cur.st_nlink + 1, 'U');
 	if (node->lower) {
 		ret = ovl_set_impure(fs, newdir);
 		if (ret)
@@ -304,6 +309,16 @@ static int remove_upper(struct ovl_fs *fs, int updfd, const char *name, bool isd
 	return ovl_cleanup_tree(fs->work_fd, tmp);
 }
 
+/* A lower hard link that is not in the index yet (index=on)? */
+static bool needs_index(struct ovl_fs *fs, struct ovl_node *node)
+{
+	struct stat st;
+
+	if (fs->index_fd < 0 || !S_ISREG(node->type) || node->indexed || ovl_has_upper(fs, node))
+		return false;
+	return ovl_real_stat(fs, node, &st) == 0 && st.st_nlink > 1;
+}
+
 /* Is this the last name of node?  Then it can no longer be found by identity. */
 static void forget_name(struct ovl_fs *fs, struct ovl_node *node, const struct stat *st)
 {
@@ -330,8 +345,11 @@ int ovl_unlink(struct ovl_fs *fs, struct ovl_node *dir, const char *name, bool i
 		if (ret)
 			goto out;
 	}
-	ret = ovl_copy_up(fs, dir);
+	/* a lower hard link goes to the index first, to keep its link count */
+	ret = needs_index(fs, n) ? copy_up_name(fs, dir, name, n) : ovl_copy_up(fs, dir);
 	if (ret)
+		goto out;
+	if (n->indexed && (ret = ovl_getattr(fs, n, &st)))
 		goto out;
 	updfd = ovl_upper_dirfd(fs, dir);
 	lower = ovl_lower_positive(fs, dir, name);
@@ -340,8 +358,13 @@ int ovl_unlink(struct ovl_fs *fs, struct ovl_node *dir, const char *name, bool i
 		ret = whiteout_upper(fs, updfd, name, has_up);
 	else if (has_up)
 		ret = remove_upper(fs, updfd, name, isdir);
-	if (!ret)
-		forget_name(fs, n, &st);
+	if (ret)
+		goto out;
+	if (n->indexed && st.st_nlink > 1)
+		ovl_set_nlink(fs, n, st.st_nlink - 1, 'U');
+	if (!isdir)
+		ovl_node_drop_name(fs, n, dir, name);
+	forget_name(fs, n, &st);
 out:
 	ovl_node_forget(fs, n, 1);
 	return ret;
@@ -485,6 +508,12 @@ static int rename_prepare(struct rename_ctx *r)
 		ret = ovl_copy_up(fs, r->newdir);
 	if (!ret && r->nn && (r->flags & RENAME_EXCHANGE))
 		ret = copy_up_name(fs, r->newdir, r->newname, r->nn);
+	else if (!ret && r->nn && needs_index(fs, r->nn))
+		ret = copy_up_name(fs, r->newdir, r->newname, r->nn);
+	if (!ret && r->on->indexed)
+		ret = ovl_getattr(fs, r->on, &r->ost);
+	if (!ret && r->nn && r->nn->indexed)
+		ret = ovl_getattr(fs, r->nn, &r->nst);
 	if (ret)
 		return ret;
 	if (S_ISDIR(r->on->type)) {
@@ -540,16 +569,22 @@ static int rename_nodes(struct rename_ctx *r)
 	struct ovl_fs *fs = r->fs;
 	int ret;
 
-	ovl_node_ref(fs, r->newdir);
-	ret = ovl_node_set_loc(r->on, r->newdir, r->newname, 0, NULL);
+	ret = ovl_node_move_name(fs, r->on, r->olddir, r->oldname, r->newdir, r->newname);
 	if (ret)
 		return ret;
+	if (r->on->indexed)
+		ovl_set_nlink(fs, r->on, r->ost.st_nlink, 'U');
 	if (!r->nn)
 		return 0;
 	if (r->flags & RENAME_EXCHANGE) {
-		ovl_node_ref(fs, r->olddir);
-		return ovl_node_set_loc(r->nn, r->olddir, r->oldname, 0, NULL);
+		ret = ovl_node_move_name(fs, r->nn, r->newdir, r->newname, r->olddir, r->oldname);
+		if (!ret && r->nn->indexed)
+			ovl_set_nlink(fs, r->nn, r->nst.st_nlink, 'U');
+		return ret;
 	}
+	if (r->nn->indexed && r->nst.st_nlink > 1)
+		ovl_set_nlink(fs, r->nn, r->nst.st_nlink - 1, 'U');
+	ovl_node_drop_name(fs, r->nn, r->newdir, r->newname);
 	forget_name(fs, r->nn, &r->nst);
 	return 0;
 }

@@ -81,6 +81,18 @@ static void node_free_collect(struct ovl_node *node, struct ovl_node **first,
 	*first = NULL;
 	*extra = NULL;
 	free_stacks(atomic_load(&node->stack));
+	if (node->aliases) {
+		struct ovl_loc *a = node->aliases;
+
+		while (a->retired)
+			a = a->retired;
+		a->retired = loc ? loc->retired : NULL;
+		if (loc)
+			loc->retired = node->aliases;
+		else
+			*extra = node->aliases;
+		node->aliases = NULL;
+	}
 	if (loc) {
 		*first = loc->parent;
 		*extra = loc->retired;
@@ -343,6 +355,153 @@ void ovl_node_unref(struct ovl_fs *fs, struct ovl_node *node)
 	node_drop(fs, node, 0, 1);
 }
 
+static bool same_name(const struct ovl_loc *l, const struct ovl_node *dir, const char *name)
+{
+	return l->parent == dir && !strcmp(l->name, name);
+}
+
+void ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *dir,
+			const char *name, int layer)
+{
+	struct ovl_loc *a;
+
+	pthread_mutex_lock(&node->cu_lock);
+	if (same_name(ovl_loc_of(node), dir, name))
+		goto out;
+	for (a = node->aliases; a; a = a->retired) {
+		if (same_name(a, dir, name))
+			goto out;
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a || !(a->name = strdup(name))) {
+		free(a);
+		goto out;
+	}
+	a->parent = dir;
+	a->layer = layer;
+	ovl_node_ref(fs, dir);
+	a->retired = node->aliases;
+	node->aliases = a;
+out:
+	pthread_mutex_unlock(&node->cu_lock);
+}
+
+/* Take the alias (dir, name) off the list; returns it (caller frees) or NULL. */
+static struct ovl_loc *take_alias(struct ovl_node *node, const struct ovl_node *dir,
+				  const char *name)
+{
+	struct ovl_loc **pp, *a;
+
+	for (pp = &node->aliases; (a = *pp); pp = &a->retired) {
+		if (same_name(a, dir, name)) {
+			*pp = a->retired;
+			a->retired = NULL;
+			return a;
+		}
+	}
+	return NULL;
+}
+
+static void free_alias(struct ovl_fs *fs, struct ovl_loc *a)
+{
+	if (!a)
+		return;
+	ovl_node_unref(fs, a->parent);
+	free(a->name);
+	free(a);
+}
+
+/* (dir, name) is gone: if it was the node's location, move to another name. */
+void ovl_node_drop_name(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *dir,
+			const char *name)
+{
+	struct ovl_loc *loc, *a, *gone;
+
+	pthread_mutex_lock(&node->cu_lock);
+	gone = take_alias(node, dir, name);
+	loc = ovl_loc_of(node);
+	a = node->aliases;
+	if (!gone && a && same_name(loc, dir, name)) {
+		node->aliases = a->retired;
+		/* the alias's parent reference moves to the new location */
+		if (ovl_node_set_loc(node, a->parent, a->name, fs->has_upper ? 0 : a->layer,
+				     loc->iname) == 0) {
+			free(a->name);
+			free(a);
+		} else {
+			a->retired = node->aliases;
+			node->aliases = a;
+		}
+	}
+	pthread_mutex_unlock(&node->cu_lock);
+	free_alias(fs, gone);
+}
+
+int ovl_node_move_name(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *olddir,
+		       const char *oldname, struct ovl_node *newdir, const char *newname)
+{
+	struct ovl_loc *gone;
+	int ret;
+
+	pthread_mutex_lock(&node->cu_lock);
+	gone = take_alias(node, olddir, oldname);
+	ovl_node_ref(fs, newdir);
+	ret = ovl_node_set_loc(node, newdir, newname, 0, ovl_loc_of(node)->iname);
+	pthread_mutex_unlock(&node->cu_lock);
+	if (ret)
+		ovl_node_unref(fs, newdir);
+	free_alias(fs, gone);
+	return ret;
+}
+
+/*
+ * overlay.nlink of an indexed hard link: the union's st_nlink as a
+ * difference to the upper ("U+n") or lower ("L+n") inode's, as the kernel
+ * keeps it across mounts.
+ */
+int ovl_set_nlink(struct ovl_fs *fs, struct ovl_node *node, nlink_t nlink, char base)
+{
+	const char *name;
+	char buf[32];
+	struct stat st;
+	long diff;
+	int dfd, ret;
+
+	ret = ovl_real_at(fs, node, &dfd, &name);
+	if (ret)
+		return ret;
+	if (base == 'U') {
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		diff = (long)nlink - (long)st.st_nlink;
+	} else {
+		diff = (long)nlink - (long)node->lower_nlink;
+	}
+	snprintf(buf, sizeof(buf), "%c%+ld", base, diff);
+	return ovl_set_ovl_xattr(fs, dfd, name, "nlink", buf, strlen(buf));
+}
+
+static void union_nlink(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
+{
+	const char *name;
+	char buf[32];
+	ssize_t n;
+	long diff;
+	int dfd;
+
+	if (ovl_real_at(fs, node, &dfd, &name))
+		return;
+	n = ovl_get_ovl_xattr(fs, dfd, name, "nlink", buf, sizeof(buf) - 1);
+	if (n < 2)
+		return;
+	buf[n] = '\0';
+	diff = strtol(buf + 1, NULL, 10);
+	if (buf[0] == 'U' && (long)st->st_nlink + diff > 0)
+		st->st_nlink = (nlink_t)((long)st->st_nlink + diff);
+	else if (buf[0] == 'L' && node->lower_nlink && (long)node->lower_nlink + diff > 0)
+		st->st_nlink = (nlink_t)((long)node->lower_nlink + diff);
+}
+
 /* A merged directory reports st_nlink 1, as the kernel does. */
 int ovl_getattr(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 {
@@ -353,6 +512,8 @@ int ovl_getattr(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	st->st_ino = node->ino;
 	if (S_ISDIR(node->type) && ovl_stack_of(node)->n > 1)
 		st->st_nlink = 1;
+	else if (node->indexed)
+		union_nlink(fs, node, st);
 	return 0;
 }
 

@@ -38,6 +38,9 @@ struct lookup_data {
 	int top_dirfd;				 /* the real dir holding the top object */
 	char top_redirect[OVL_REDIRECT_MAX + 2]; /* overlay.redirect of a top dir */
 	bool top_has_redirect;
+	char ohex[600]; /* hex of overlay.origin: the index entry name */
+	nlink_t onlink; /* st_nlink of the origin */
+	bool have_origin;
 	int nstack;
 	struct ovl_path stack[OVL_MAX_STACK + 1];
 };
@@ -313,6 +316,8 @@ static int decode_origin(struct lookup_data *d, struct stat *lst, int *layer)
 	n = ovl_get_ovl_xattr(d->fs, d->top_dirfd, d->name, "origin", (char *)fb, sizeof(fb));
 	if (n < 21 || fb[1] != 0xfb || fb[2] != n || (size_t)n - 21 > MAX_HANDLE_SZ)
 		return -ENODATA;
+	for (i = 0; i < n; i++)
+		snprintf(d->ohex + i * 2, 3, "%02x", fb[i]);
 	h.fh.handle_bytes = (unsigned int)(n - 21);
 	h.fh.handle_type = fb[4];
 	memcpy(h.fh.f_handle, fb + 21, h.fh.handle_bytes);
@@ -357,6 +362,8 @@ static void find_identity(struct lookup_data *d, struct ovl_node *dir, struct id
 			return;
 		if (decode_origin(d, &lst, &layer))
 			return;
+		d->have_origin = true;
+		d->onlink = lst.st_nlink;
 		if (lst.st_nlink > 1 && d->fs->config.index != OVL_ON)
 			return; /* a broken hard link: its own file now */
 	}
@@ -416,10 +423,18 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 		struct stat ist;
 
 		/* a lower hard link copied up through another name lives in the index */
-		if (fstatat(d->fs->index_fd, hex, &ist, AT_SYMLINK_NOFOLLOW) == 0) {
-			indexed = true;
-		}
+		indexed = fstatat(d->fs->index_fd, hex, &ist, AT_SYMLINK_NOFOLLOW) == 0;
+		n->lower_nlink = d->top.st_nlink;
+	} else if (d->fs->index_fd >= 0 && d->have_origin && d->onlink > 1) {
+		struct stat ist;
+
+		/* a copied-up hard link: its upper inode is in the index */
+		indexed = fstatat(d->fs->index_fd, d->ohex, &ist, AT_SYMLINK_NOFOLLOW) == 0;
+		if (indexed)
+			snprintf(hex, sizeof(hex), "%s", d->ohex);
+		n->lower_nlink = d->onlink;
 	}
+	n->indexed = indexed;
 	n->type = d->top.st_mode & S_IFMT;
 	n->key_dev = id->dev;
 	n->key_ino = id->ino;
@@ -439,9 +454,7 @@ out_free:
 /* The attributes of a node as the union shows them. */
 static int node_stat(struct ovl_fs *fs, struct ovl_node *n, struct lookup_data *d, struct stat *st)
 {
-	struct ovl_loc *loc = ovl_loc_of(n);
-
-	if (S_ISDIR(n->type) || !loc->iname) {
+	if (S_ISDIR(n->type) || !n->indexed) {
 		*st = d->top;
 		st->st_ino = n->ino;
 		if (S_ISDIR(n->type) && ovl_stack_of(n)->n > 1)
@@ -456,7 +469,7 @@ int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct
 {
 	struct lookup_data *d;
 	struct identity id;
-	struct ovl_node *n, *got;
+	struct ovl_node *n, *got, *got_new = NULL;
 	int ret;
 
 	if (strlen(name) > NAME_MAX)
@@ -498,8 +511,12 @@ int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct
 			ovl_node_unref(fs, dir);
 			ovl_node_free(n);
 			n = got;
+		} else {
+			got_new = n;
 		}
 	}
+	if (!S_ISDIR(n->type) && n != got_new)
+		ovl_node_add_alias(fs, n, dir, name, d->top_layer);
 	ret = node_stat(fs, n, d, st);
 	if (ret) {
 		ovl_node_forget(fs, n, 1);

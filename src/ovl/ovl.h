@@ -104,6 +104,15 @@ int ovl_node_set_loc(struct ovl_node *node, struct ovl_node *parent, const char 
 		     const char *iname);
 /* replace a directory node's stack; the fds of the old one move over */
 int ovl_node_set_stack(struct ovl_node *node, struct ovl_stack *st);
+/* names of hard-linked nodes: the kernel knows each, any may become loc */
+void ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *dir,
+			const char *name, int layer);
+void ovl_node_drop_name(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *dir,
+			const char *name);
+int ovl_node_move_name(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *olddir,
+		       const char *oldname, struct ovl_node *newdir, const char *newname);
+/* the union st_nlink of an indexed hard link, and storing it (overlay.nlink) */
+int ovl_set_nlink(struct ovl_fs *fs, struct ovl_node *node, nlink_t nlink, char base);
 int ovl_getattr(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 int ovl_readlink(struct ovl_fs *fs, struct ovl_node *node, char *buf, size_t size);
 int ovl_access(struct ovl_fs *fs, struct ovl_node *node, uid_t uid, gid_t gid, int mask);

@@ -114,6 +114,9 @@ struct ovl_node {
 	char *redirect;			   /* (cu) directories: overlay.redirect, or NULL */
 	bool opaque;			   /* (cu) directories: the upper dir is opaque */
 	bool impure;			   /* (cu) directories: upper dir marked impure */
+	bool indexed;			   /* (cu) files: the upper inode lives in workdir/index */
+	nlink_t lower_nlink;		   /* (cu) files: st_nlink of the lower object at lookup */
+	struct ovl_loc *aliases; /* (cu) files: other names the kernel knows (hard links) */
 };
 
 #define OVL_NODE_SHARDS 64
