@@ -56,47 +56,21 @@ static bool has_wh_marker(int dirfd, const char *name)
 	return fstatat(dirfd, wh, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-/* A zero-size regular file with overlay.whiteout in an opaque=x lower dir. */
+/*
+ * An xwhiteout: a zero-size regular file with overlay.whiteout in a lower
+ * layer.  Lookup honours it in any directory (readdir only in opaque=x ones).
+ */
 static bool is_xwhiteout(struct lookup_data *d, int dirfd, uint8_t pflags, int layer,
 			 const struct stat *st)
 {
 	char v;
 
-	if (!(pflags & OVL_PATH_XWHITEOUTS) || d->fs->layers[layer].is_upper)
+	(void)pflags;
+	if (d->fs->layers[layer].is_upper)
 		return false;
 	if (!S_ISREG(st->st_mode) || st->st_size != 0)
 		return false;
 	return ovl_get_ovl_xattr(d->fs, dirfd, d->name, "whiteout", &v, 0) >= 0;
-}
-
-/* Walk rel (no leading '/') from a layer root without following symlinks. */
-static int open_path_parent(int rootfd, const char *rel, const char **last)
-{
-	char comp[NAME_MAX + 1];
-	const char *s = rel, *slash;
-	int fd = dup(rootfd), nfd;
-	size_t len;
-
-	if (fd < 0)
-		return -errno;
-	while ((slash = strchr(s, '/'))) {
-		len = (size_t)(slash - s);
-		if (len > NAME_MAX) {
-			close(fd);
-			return -ENAMETOOLONG;
-		}
-		memcpy(comp, s, len);
-		comp[len] = '\0';
-		nfd =
-		    len ? openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : dup(fd);
-		close(fd);
-		if (nfd < 0)
-			return -errno;
-		fd = nfd;
-		s = slash + 1;
-	}
-	*last = s;
-	return fd;
 }
 
 /* Read overlay.opaque / overlay.redirect of a just-opened real directory. */
@@ -249,17 +223,62 @@ static int lookup_layer(struct lookup_data *d, int dirfd, const char *fname, int
 	return take_found(d, dirfd, fname, layer, &st);
 }
 
+/*
+ * One intermediate directory of an absolute redirect path in a layer, as the
+ * kernel's ovl_lookup_layer() walks it: 1 to go on with its fd in *next, 0
+ * when the layer does not have it, and d->stop set when a whiteout or a
+ * non-directory ends the search (an opaque directory ends it after this layer).
+ */
+static int walk_component(struct lookup_data *d, int fd, const char *comp, int layer, int *next)
+{
+	char v[2];
+	struct stat st;
+	int nfd;
+
+	if (fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return (errno == ENOENT || errno == ENOTDIR) ? 0 : -errno;
+	if (ovl_is_whiteout(&st) || !S_ISDIR(st.st_mode)) {
+		d->stop = true;
+		return 0;
+	}
+	nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (nfd < 0)
+		return -errno;
+	if (ovl_get_ovl_xattr(d->fs, nfd, NULL, "opaque", v, sizeof(v)) == 1 && v[0] == 'y')
+		d->stop = true;
+	(void)layer;
+	*next = nfd;
+	return 1;
+}
+
 static int lookup_absolute(struct lookup_data *d)
 {
-	const char *last = NULL;
-	int fd, ret, layer = d->next_layer++;
+	char comp[NAME_MAX + 1];
+	const char *s = d->abspath, *slash;
+	int layer = d->next_layer++, fd, nfd = -1, ret;
+	size_t len;
 
-	fd = open_path_parent(d->fs->layers[layer].fd, d->abspath, &last);
-	if (fd == -ENOENT || fd == -ENOTDIR)
-		return 0;
+	fd = dup(d->fs->layers[layer].fd);
 	if (fd < 0)
-		return fd;
-	ret = lookup_layer(d, fd, last, layer, 0);
+		return -errno;
+	while ((slash = strchr(s, '/'))) {
+		len = (size_t)(slash - s);
+		if (len > NAME_MAX) {
+			close(fd);
+			return -ENAMETOOLONG;
+		}
+		memcpy(comp, s, len);
+		comp[len] = '\0';
+		s = slash + 1;
+		if (!len)
+			continue;
+		ret = walk_component(d, fd, comp, layer, &nfd);
+		close(fd);
+		if (ret <= 0)
+			return ret;
+		fd = nfd;
+	}
+	ret = lookup_layer(d, fd, s, layer, 0);
 	close(fd);
 	return ret;
 }

@@ -49,6 +49,9 @@ struct dir_build {
 	struct ovl_dir *dir;
 	struct ovl_node *node;
 	bool count_only; /* emptiness check: stop at the first entry */
+	bool merged;	 /* more than one real dir: whiteouts are filtered */
+	bool in_xw;	 /* a layer so far was an xwhiteouts dir: check regular files */
+	bool lowest;	 /* reading the last real dir (the kernel lists its xwhiteouts) */
 	struct name_set seen;
 	struct name_chunk *chunks;
 };
@@ -189,6 +192,7 @@ static int take_entry(struct dir_build *b, const struct ovl_path *p,
 {
 	const char *name = de->d_name, *stored = NULL;
 	unsigned char type = de->d_type;
+	bool xw = b->in_xw && !b->lowest && !b->fs->layers[p->layer].is_upper;
 	struct stat st;
 	char v;
 	int ret;
@@ -203,14 +207,18 @@ static int take_entry(struct dir_build *b, const struct ovl_path *p,
 	}
 	if (seen(b, name))
 		return 0;
-	if (type == DT_UNKNOWN || type == DT_CHR ||
-	    (type == DT_REG && (p->flags & OVL_PATH_XWHITEOUTS))) {
+	/*
+	 * A directory with one real dir is listed as it is, whiteouts too, as
+	 * the kernel iterates such a dir directly.
+	 */
+	if (type == DT_UNKNOWN || (b->merged && type == DT_CHR) ||
+	    (b->merged && type == DT_REG && xw)) {
 		if (fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			return errno == ENOENT ? 0 : -errno;
 		type = (unsigned char)IFTODT(st.st_mode);
-		if (ovl_is_whiteout(&st))
+		if (b->merged && ovl_is_whiteout(&st))
 			return see(b, name, NULL) < 0 ? -ENOMEM : 0;
-		if ((p->flags & OVL_PATH_XWHITEOUTS) && S_ISREG(st.st_mode) && st.st_size == 0 &&
+		if (b->merged && xw && S_ISREG(st.st_mode) && st.st_size == 0 &&
 		    ovl_get_ovl_xattr(b->fs, p->fd, name, "whiteout", &v, 0) >= 0)
 			return see(b, name, NULL) < 0 ? -ENOMEM : 0;
 	}
@@ -269,8 +277,14 @@ static int read_stack(struct dir_build *b)
 
 	if (!buf)
 		return -ENOMEM;
-	for (i = 0; i < st->n && !ret; i++)
+	b->merged = st->n > 1;
+	for (i = 0; i < st->n && !ret; i++) {
+		/* from an opaque=x dir down, regular files may be xwhiteouts */
+		if (st->p[i].flags & OVL_PATH_XWHITEOUTS)
+			b->in_xw = true;
+		b->lowest = i == st->n - 1;
 		ret = read_layer(b, &st->p[i], buf);
+	}
 	free(buf);
 	free(b->seen.slots);
 	return ret;

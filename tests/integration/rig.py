@@ -1131,11 +1131,14 @@ def compare(a, b, la, lb, rep):
     paths = sorted(set(a.recs) | set(b.recs))
     for p in paths:
         ra, rb = a.recs.get(p), b.recs.get(p)
-        if ra is None:
-            rep.diff("%s: only in %s" % (show(p), lb))
+        if ra is None or rb is None:
+            label, r = (lb, rb) if ra is None else (la, ra)
+            rep.diff("%s: only in %s (%s)" % (show(p), label, r.get("type") or "lstat " + str(r.get("lstat", ("", "?"))[1])))
             continue
-        if rb is None:
-            rep.diff("%s: only in %s" % (show(p), la))
+        if "lstat" in ra or "lstat" in rb:      # lstat failed on at least one side
+            if ra.get("lstat") != rb.get("lstat"):
+                rep.diff("%s: lstat: %s=%s %s=%s" % (show(p), la, short(ra.get("lstat") or ra.get("type")),
+                                                    lb, short(rb.get("lstat") or rb.get("type"))))
             continue
         for k in sorted(set(ra) | set(rb)):
             va, vb = ra.get(k), rb.get(k)
