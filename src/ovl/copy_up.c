@@ -108,8 +108,12 @@ static int make_temp(struct ovl_fs *fs, int ldfd, const char *lname, const struc
 	if (fd < 0)
 		return -errno;
 	*fdp = fd;
-	if (!data)
-		return 0;
+	if (!data) {
+		/* metacopy: the size, but no data yet (it stays below) */
+		if (ftruncate(fd, st->st_size) < 0)
+			return -errno;
+		return ovl_set_ovl_xattr(fs, fs->work_fd, tmp, "metacopy", "", 0);
+	}
 	in = openat(ldfd, lname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
 	if (in < 0 && errno == EPERM)
 		in = openat(ldfd, lname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -131,6 +135,18 @@ static int copy_attrs(struct ovl_fs *fs, const char *tmp, const struct stat *st,
 		return -errno;
 	if (fd >= 0 && fs->fsync_copy && fsync(fd) < 0)
 		return -errno;
+	if (fd < 0 && fs->config.fsync == OVL_FSYNC_STRICT && !S_ISLNK(st->st_mode)) {
+		/* fsync=strict: metadata-only copies are made durable too */
+		int mfd = openat(fs->work_fd, tmp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+
+		if (mfd >= 0) {
+			int r = fsync(mfd);
+
+			close(mfd);
+			if (r < 0)
+				return -errno;
+		}
+	}
 	if (utimensat(fs->work_fd, tmp, ts, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	return 0;
@@ -252,6 +268,65 @@ static int push_upper_dir(struct ovl_node *node, int updfd, const char *name)
 	return ovl_node_set_stack(node, st);
 }
 
+/* After a metacopy copy-up the data is read from the lower file. */
+static int keep_data(struct ovl_node *node, int ldfd, const char *lname, int layer)
+{
+	struct ovl_loc *data = calloc(1, sizeof(*data));
+
+	if (!data || !(data->name = strdup(lname))) {
+		free(data);
+		return -ENOMEM;
+	}
+	data->dirfd = fcntl(ldfd, F_DUPFD_CLOEXEC, 0);
+	if (data->dirfd < 0) {
+		free(data->name);
+		free(data);
+		return -errno;
+	}
+	data->layer = layer;
+	atomic_store(&node->data, data);
+	return 0;
+}
+
+/*
+ * Copy the data of a metacopy file into its upper file, then drop
+ * overlay.metacopy: until then a crash leaves the metacopy file, still
+ * reading the lower data, so nothing half-copied is ever seen.
+ */
+static int copy_up_metacopy_data(struct ovl_fs *fs, struct ovl_node *node)
+{
+	struct ovl_loc *data = atomic_load(&node->data);
+	const char *name;
+	struct stat st;
+	int in, out, dfd, ret;
+
+	ret = ovl_real_at(fs, node, &dfd, &name);
+	if (ret)
+		return ret;
+	in = openat(data->dirfd, data->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (in < 0)
+		return -errno;
+	out = openat(dfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (out < 0) {
+		ret = -errno;
+		goto out_in;
+	}
+	ret = fstat(in, &st) < 0 ? -errno : copy_data(in, out, st.st_size);
+	if (!ret && fs->fsync_copy && fsync(out) < 0)
+		ret = -errno;
+	if (!ret)
+		ret = ovl_remove_ovl_xattr(fs, dfd, name, "metacopy");
+	if (!ret) {
+		data->retired = node->old_data;
+		node->old_data = data;
+		atomic_store(&node->data, NULL);
+	}
+	close(out);
+out_in:
+	close(in);
+	return ret;
+}
+
 static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent,
 			  bool data)
 {
@@ -291,6 +366,8 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 			iname = hex;
 		}
 	} else {
+		if (!S_ISREG(st.st_mode) || st.st_nlink > 1 || fs->config.metacopy != OVL_ON)
+			data = true;
 		ovl_tmpname(fs, tmp, sizeof(tmp));
 		if (S_ISDIR(node->type)) {
 			/* a directory is copied from its real dir fd */
@@ -311,6 +388,8 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 		return ret;
 	if (S_ISDIR(node->type))
 		return push_upper_dir(node, updfd, loc->name);
+	if (!data && !iname && (ret = keep_data(node, ldfd, lname, loc->layer)))
+		return ret;
 	ovl_node_ref(fs, parent);
 	return ovl_node_set_loc(node, parent, loc->name, 0, iname);
 }
@@ -338,17 +417,30 @@ static int copy_up(struct ovl_fs *fs, struct ovl_node *node, bool data)
 	return ret;
 }
 
+/* Copy up for a metadata change: with metacopy=on a file's data stays below. */
 int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node)
+{
+	int ret;
+
+	pthread_rwlock_rdlock(&fs->rename_lock);
+	ret = copy_up(fs, node, fs->config.metacopy != OVL_ON);
+	pthread_rwlock_unlock(&fs->rename_lock);
+	return ret;
+}
+
+/* Copy up for writing: the data too. */
+int ovl_copy_up_data(struct ovl_fs *fs, struct ovl_node *node)
 {
 	int ret;
 
 	pthread_rwlock_rdlock(&fs->rename_lock);
 	ret = copy_up(fs, node, true);
 	pthread_rwlock_unlock(&fs->rename_lock);
+	if (ret || !atomic_load(&node->data))
+		return ret;
+	pthread_mutex_lock(&node->cu_lock);
+	if (atomic_load(&node->data))
+		ret = copy_up_metacopy_data(fs, node);
+	pthread_mutex_unlock(&node->cu_lock);
 	return ret;
-}
-
-int ovl_copy_up_data(struct ovl_fs *fs, struct ovl_node *node)
-{
-	return ovl_copy_up(fs, node);
 }

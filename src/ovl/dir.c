@@ -402,7 +402,10 @@ static int lower_path(struct ovl_node *dir, const char *last, char *buf, size_t 
 	return len > REDIRECT_MAX ? -EXDEV : 0;
 }
 
-/* Set overlay.redirect on a directory that moves away from its lower name. */
+/*
+ * Set overlay.redirect on a directory (or metacopy file) that moves away
+ * from its lower name.
+ */
 static int set_redirect(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *olddir,
 			const char *oldname, bool samedir)
 {
@@ -423,8 +426,17 @@ static int set_redirect(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 			return ret;
 		value = buf;
 	}
-	ret = ovl_set_ovl_xattr(fs, ovl_upper_dirfd(fs, node), NULL, "redirect", value,
-				strlen(value));
+	if (S_ISDIR(node->type)) {
+		ret = ovl_set_ovl_xattr(fs, ovl_upper_dirfd(fs, node), NULL, "redirect", value,
+					strlen(value));
+	} else {
+		const char *rname;
+		int rdfd;
+
+		ret = ovl_real_at(fs, node, &rdfd, &rname);
+		if (!ret)
+			ret = ovl_set_ovl_xattr(fs, rdfd, rname, "redirect", value, strlen(value));
+	}
 	if (ret)
 		return ret == -ENOSPC || ret == -E2BIG ? -EXDEV : ret;
 	copy = strdup(value);
@@ -518,6 +530,13 @@ static int rename_prepare(struct rename_ctx *r)
 		return ret;
 	if (S_ISDIR(r->on->type)) {
 		ret = prepare_dir_move(fs, r->on, r->olddir, r->oldname, r->newdir);
+		if (ret)
+			return ret;
+	} else if (atomic_load(&r->on->data)) {
+		/* a metacopy file must still find its data below */
+		ret = set_redirect(fs, r->on, r->olddir, r->oldname, r->olddir == r->newdir);
+		if (!ret && r->olddir != r->newdir)
+			ret = ovl_set_impure(fs, r->newdir);
 		if (ret)
 			return ret;
 	} else if (r->on->lower && r->olddir != r->newdir) {

@@ -24,7 +24,9 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 	const char *name;
 	int dfd, fd, ret;
 
-	ret = ovl_real_at(fs, node, &dfd, &name);
+	/* a metacopy file opened for reading reads the data below it */
+	ret = wants_write(flags) ? ovl_real_at(fs, node, &dfd, &name)
+				 : ovl_data_at(fs, node, &dfd, &name);
 	if (ret)
 		return ret;
 	flags = (flags & (OVL_OPEN_KEEP | O_TRUNC)) | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY;
@@ -50,6 +52,7 @@ static int file_new(struct ovl_fs *fs, struct ovl_node *node, int flags, struct 
 	f->fd = fd;
 	f->flags = flags;
 	f->loc = ovl_loc_of(node);
+	f->data = atomic_load(&node->data);
 	f->node = node;
 	ovl_node_ref(fs, node);
 	*out = f;
@@ -80,10 +83,10 @@ int ovl_open_new(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl
 /* A read-only open from before a copy-up follows the node to its new object. */
 static int refresh(struct ovl_fs *fs, struct ovl_file *f)
 {
-	struct ovl_loc *loc = ovl_loc_of(f->node);
+	struct ovl_loc *loc = ovl_loc_of(f->node), *data = atomic_load(&f->node->data);
 	int fd;
 
-	if (loc == f->loc || (f->flags & O_ACCMODE) != O_RDONLY)
+	if ((loc == f->loc && data == f->data) || (f->flags & O_ACCMODE) != O_RDONLY)
 		return 0;
 	fd = open_real(fs, f->node, f->flags & ~O_TRUNC);
 	if (fd < 0)
@@ -91,6 +94,7 @@ static int refresh(struct ovl_fs *fs, struct ovl_file *f)
 	close(f->fd);
 	f->fd = fd;
 	f->loc = loc;
+	f->data = data;
 	return 0;
 }
 

@@ -72,6 +72,19 @@ static void free_stacks(struct ovl_stack *st)
 	}
 }
 
+static void free_data_locs(struct ovl_loc *l)
+{
+	struct ovl_loc *next;
+
+	for (; l; l = next) {
+		next = l->retired;
+		if (l->dirfd >= 0)
+			close(l->dirfd);
+		free(l->name);
+		free(l);
+	}
+}
+
 /* Free a node; its parents (current and former) are returned unreferenced in *parents. */
 static void node_free_collect(struct ovl_node *node, struct ovl_node **first,
 			      struct ovl_loc **extra)
@@ -100,6 +113,8 @@ static void node_free_collect(struct ovl_node *node, struct ovl_node **first,
 		free(loc->iname);
 		free(loc);
 	}
+	free_data_locs(atomic_load(&node->data));
+	free_data_locs(node->old_data);
 	free(node->redirect);
 	pthread_mutex_destroy(&node->cu_lock);
 	free(node);
@@ -142,6 +157,7 @@ int ovl_node_set_loc(struct ovl_node *node, struct ovl_node *parent, const char 
 	}
 	loc->parent = parent;
 	loc->layer = layer;
+	loc->dirfd = -1;
 	loc->retired = atomic_load(&node->loc);
 	atomic_store_explicit(&node->loc, loc, memory_order_release);
 	return 0;
@@ -379,6 +395,7 @@ void ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 	}
 	a->parent = dir;
 	a->layer = layer;
+	a->dirfd = -1;
 	ovl_node_ref(fs, dir);
 	a->retired = node->aliases;
 	node->aliases = a;
@@ -514,6 +531,16 @@ int ovl_getattr(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 		st->st_nlink = 1;
 	else if (node->indexed)
 		union_nlink(fs, node, st);
+	if (atomic_load(&node->data)) {
+		/* a metacopy file: its blocks are those of the data below */
+		const char *dname;
+		struct stat dst;
+		int dfd;
+
+		if (ovl_data_at(fs, node, &dfd, &dname) == 0 &&
+		    fstatat(dfd, dname, &dst, AT_SYMLINK_NOFOLLOW) == 0)
+			st->st_blocks = dst.st_blocks;
+	}
 	return 0;
 }
 

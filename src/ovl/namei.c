@@ -41,6 +41,10 @@ struct lookup_data {
 	char ohex[600]; /* hex of overlay.origin: the index entry name */
 	nlink_t onlink; /* st_nlink of the origin */
 	bool have_origin;
+	bool metacopy;	/* the top object is an upper metacopy file */
+	int data_dirfd; /* ... its data file: dir fd (owned) and name */
+	char data_name[NAME_MAX + 1];
+	int data_layer;
 	int nstack;
 	struct ovl_path stack[OVL_MAX_STACK + 1];
 };
@@ -158,22 +162,61 @@ static int apply_redirect(struct lookup_data *d, const char *redirect, int layer
 }
 
 /* Take in one real object found in layer; sets d->stop when the search ends. */
+/* An upper regular file with overlay.metacopy: its data is below it. */
+static bool is_metacopy(struct lookup_data *d, int dirfd, const char *fname, int layer,
+			uint8_t pflags, const struct stat *st)
+{
+	if (d->fs->config.metacopy != OVL_ON || !S_ISREG(st->st_mode) ||
+	    !d->fs->layers[layer].is_upper || !(pflags & OVL_PATH_IMPURE))
+		return false;
+	return ovl_get_ovl_xattr(d->fs, dirfd, fname, "metacopy", NULL, 0) >= 0;
+}
+
+/* The data of a metacopy file was found: keep where it is. */
+static int take_data(struct lookup_data *d, int dirfd, const char *fname, int layer,
+		     const struct stat *st)
+{
+	d->stop = true;
+	if (!S_ISREG(st->st_mode))
+		return 0;
+	d->data_dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+	if (d->data_dirfd < 0)
+		return -errno;
+	snprintf(d->data_name, sizeof(d->data_name), "%s", fname);
+	d->data_layer = layer;
+	return 0;
+}
+
+/* Take in one real object found in layer; sets d->stop when the search ends. */
 static int take_found(struct lookup_data *d, int dirfd, const char *fname, int layer,
-		      const struct stat *st)
+		      uint8_t pflags, const struct stat *st)
 {
 	char redirect[OVL_REDIRECT_MAX + 2];
 	struct ovl_path *p;
 	bool has_redirect;
+	ssize_t n;
 	int fd, ret;
 
+	if (d->metacopy)
+		return take_data(d, dirfd, fname, layer, st);
 	if (!d->found) {
 		d->found = true;
 		d->top = *st;
 		d->top_layer = layer;
 		d->top_dirfd = dirfd;
 		if (!S_ISDIR(st->st_mode)) {
-			d->stop = true;
-			return 0;
+			if (!is_metacopy(d, dirfd, fname, layer, pflags, st)) {
+				d->stop = true;
+				return 0;
+			}
+			/* look on below for the data, under a redirect if it has one */
+			d->metacopy = true;
+			n = ovl_get_ovl_xattr(d->fs, dirfd, fname, "redirect", redirect,
+					      sizeof(redirect) - 1);
+			if (n <= 0)
+				return 0;
+			redirect[n] = '\0';
+			return apply_redirect(d, redirect, layer);
 		}
 	} else if (!S_ISDIR(st->st_mode)) {
 		d->stop = true; /* a non-directory below a directory ends the merge */
@@ -220,7 +263,7 @@ static int lookup_layer(struct lookup_data *d, int dirfd, const char *fname, int
 		d->stop = true;
 		return 0;
 	}
-	return take_found(d, dirfd, fname, layer, &st);
+	return take_found(d, dirfd, fname, layer, pflags, &st);
 }
 
 /*
@@ -408,6 +451,21 @@ static int index_name(struct lookup_data *d, int dirfd, const char *name, int la
 	return 0;
 }
 
+static bool set_data(struct ovl_node *n, struct lookup_data *d)
+{
+	struct ovl_loc *data = calloc(1, sizeof(*data));
+
+	if (!data || !(data->name = strdup(d->data_name))) {
+		free(data);
+		return false;
+	}
+	data->dirfd = d->data_dirfd;
+	data->layer = d->data_layer;
+	d->data_dirfd = -1;
+	atomic_store(&n->data, data);
+	return true;
+}
+
 static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, const char *name,
 				 const struct identity *id)
 {
@@ -454,6 +512,8 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 		n->lower_nlink = d->onlink;
 	}
 	n->indexed = indexed;
+	if (d->metacopy && !set_data(n, d))
+		goto out_free;
 	n->type = d->top.st_mode & S_IFMT;
 	n->key_dev = id->dev;
 	n->key_ino = id->ino;
@@ -473,7 +533,7 @@ out_free:
 /* The attributes of a node as the union shows them. */
 static int node_stat(struct ovl_fs *fs, struct ovl_node *n, struct lookup_data *d, struct stat *st)
 {
-	if (S_ISDIR(n->type) || !n->indexed) {
+	if (S_ISDIR(n->type) || (!n->indexed && !atomic_load(&n->data))) {
 		*st = d->top;
 		st->st_ino = n->ino;
 		if (S_ISDIR(n->type) && ovl_stack_of(n)->n > 1)
@@ -503,6 +563,7 @@ int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct
 	d->fs = fs;
 	d->dir = dir;
 	d->dstack = ovl_stack_of(dir);
+	d->data_dirfd = -1;
 	snprintf(d->name, sizeof(d->name), "%s", name);
 	ret = lookup_stack(d);
 	if (ret)
@@ -510,6 +571,9 @@ int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct
 	ret = -ENOENT;
 	if (!d->found)
 		goto out;
+	ret = -EIO;
+	if (d->metacopy && d->data_dirfd < 0)
+		goto out; /* a metacopy file whose data is gone */
 	find_identity(d, dir, &id);
 	/* already known (another name of a hard link, or a repeat lookup)? */
 	n = ovl_node_find_get(fs, id.dev, id.ino);
@@ -544,6 +608,8 @@ int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct
 	*out = n;
 out:
 	close_stack(d);
+	if (d->data_dirfd >= 0)
+		close(d->data_dirfd);
 	free(d);
 	return ret;
 }

@@ -69,6 +69,8 @@ int ovl_layer_dirfd(const struct ovl_node *dir, int layer);
 /* the directory fd and name of a node's real object (the top one) */
 int ovl_real_at(struct ovl_fs *fs, struct ovl_node *node, int *dfd, const char **name);
 int ovl_real_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
+/* where a node's data is read from: a metacopy's lower data file, or the object */
+int ovl_data_at(struct ovl_fs *fs, struct ovl_node *node, int *dfd, const char **name);
 /* is the node's top real object in the upper layer? */
 bool ovl_has_upper(const struct ovl_fs *fs, const struct ovl_node *node);
 /* the fd of a directory node's upper directory, or -1 */

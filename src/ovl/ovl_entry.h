@@ -41,6 +41,7 @@ struct ovl_config {
 	enum ovl_xino_mode xino;
 	bool userxattr;
 	bool ovl_volatile;
+	enum ovl_fsync_mode { OVL_FSYNC_AUTO, OVL_FSYNC_STRICT, OVL_FSYNC_VOLATILE } fsync;
 	bool ro;
 };
 
@@ -86,6 +87,7 @@ struct ovl_loc {
 	char *name;		 /* the name in the union */
 	int layer;
 	char *iname;		 /* indexed hard link: the real object is workdir/index/<iname> */
+	int dirfd;		 /* metacopy data: the real dir itself (owned), else -1 */
 	struct ovl_loc *retired; /* older locations, freed with the node */
 };
 
@@ -116,7 +118,9 @@ struct ovl_node {
 	bool impure;			   /* (cu) directories: upper dir marked impure */
 	bool indexed;			   /* (cu) files: the upper inode lives in workdir/index */
 	nlink_t lower_nlink;		   /* (cu) files: st_nlink of the lower object at lookup */
-	struct ovl_loc *aliases; /* (cu) files: other names the kernel knows (hard links) */
+	struct ovl_loc *aliases;	/* (cu) files: other names the kernel knows (hard links) */
+	_Atomic(struct ovl_loc *) data; /* metacopy: where the data is (a lower file), or NULL */
+	struct ovl_loc *old_data;	/* (cu) data locations no longer used */
 };
 
 #define OVL_NODE_SHARDS 64
@@ -170,8 +174,9 @@ struct ovl_dir {
 struct ovl_file {
 	struct ovl_node *node;
 	int fd;
-	int flags;	     /* open flags */
-	struct ovl_loc *loc; /* the location fd was opened at */
+	int flags;	      /* open flags */
+	struct ovl_loc *loc;  /* the location fd was opened at */
+	struct ovl_loc *data; /* ... and the metacopy data location then */
 };
 
 #endif

@@ -252,6 +252,14 @@ int ovl_parse_param(struct ovl_config *cfg, const char *key, const char *val, ch
 		return parse_choice(key, val, uuid, err, errlen) < 0 ? -EINVAL : 0;
 	if (!strcmp(key, "verity"))
 		return parse_choice(key, val, verity, err, errlen) < 0 ? -EINVAL : 0;
+	if (!strcmp(key, "fsync")) {
+		static const char *const modes[] = {"auto", "strict", "volatile", NULL};
+
+		ret = parse_choice(key, val, modes, err, errlen);
+		if (ret >= 0)
+			cfg->fsync = (enum ovl_fsync_mode)ret;
+		return ret < 0 ? ret : 0;
+	}
 	if (!strcmp(key, "userxattr")) {
 		cfg->userxattr = true;
 		return no_value(key, val, err, errlen);
@@ -292,6 +300,8 @@ int ovl_params_verify(struct ovl_config *cfg, char *err, size_t errlen)
 	if (cfg->nlower + cfg->ndata > OVL_MAX_STACK)
 		return fail(err, errlen, -EINVAL, "too many lower layers, limit is %d",
 			    OVL_MAX_STACK);
+	if (cfg->fsync == OVL_FSYNC_VOLATILE)
+		cfg->ovl_volatile = true;
 	if (!upper && cfg->ovl_volatile)
 		return fail(err, errlen, -EINVAL, "option 'volatile' requires an upper layer");
 	if (cfg->userxattr) {

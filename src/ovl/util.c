@@ -196,9 +196,23 @@ int ovl_real_at(struct ovl_fs *fs, struct ovl_node *node, int *dfd, const char *
 	*name = loc->iname ? loc->iname : loc->name;
 	if (loc->iname)
 		*dfd = fs->index_fd;
+	else if (loc->dirfd >= 0)
+		*dfd = loc->dirfd;
 	else
 		*dfd = loc->parent ? ovl_layer_dirfd(loc->parent, loc->layer) : -1;
 	return *dfd < 0 ? -ESTALE : 0;
+}
+
+/* Where the data of a node is: the metacopy data file, or its real object. */
+int ovl_data_at(struct ovl_fs *fs, struct ovl_node *node, int *dfd, const char **name)
+{
+	struct ovl_loc *data = atomic_load_explicit(&node->data, memory_order_acquire);
+
+	if (!data)
+		return ovl_real_at(fs, node, dfd, name);
+	*dfd = data->dirfd;
+	*name = data->name;
+	return 0;
 }
 
 int ovl_real_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
