@@ -161,6 +161,10 @@ static void do_init(struct fw_worker *w, const struct fuse_in_header *h, const v
 	if (in->minor < 23)
 		outlen = 24;
 	se->init_done = true;
+	if (se->debug)
+		fprintf(stderr, "stratafs: INIT kernel %u.%u capable %#llx granted %#llx\n",
+			in->major, in->minor, (unsigned long long)cn->capable,
+			(unsigned long long)cn->want);
 	fw_reply(w, h->unique, 0, &out, outlen);
 }
 

@@ -59,6 +59,7 @@ struct cmdline {
 	unsigned long mflags;
 	bool foreground;
 	bool debug;
+	bool no_passthrough;
 	int threads;
 	double entry_timeout;
 	double attr_timeout;
@@ -125,6 +126,15 @@ static int other_opt(void *ctx, const char *key, const char *val, char *err, siz
 		free(cl->fsname);
 		cl->fsname = strdup(val ? val : "");
 		return cl->fsname ? 0 : -ENOMEM;
+	}
+	if (!strcmp(key, "passthrough") || !strcmp(key, "nopassthrough")) {
+		cl->no_passthrough = !strcmp(key, "nopassthrough") || (val && !strcmp(val, "off"));
+		if (val && strcmp(val, "on") && strcmp(val, "off")) {
+			snprintf(err, errlen, "bad value for 'passthrough': '%s' (use on or off)",
+				 val);
+			return -EINVAL;
+		}
+		return 0;
 	}
 	if (!strcmp(key, "debug")) {
 		cl->debug = true;
@@ -281,7 +291,9 @@ static int setup_union(struct cmdline *cl, struct ovl_config *cfg, struct sfs *s
 	s->entry_timeout = cl->entry_timeout;
 	s->attr_timeout = cl->attr_timeout;
 	s->neg_timeout = cl->neg_timeout;
-	return 0;
+	s->want_passthrough = !cl->no_passthrough;
+	s->pt = pt_table_new();
+	return s->pt ? 0 : -1;
 }
 
 static int check_mountpoint(const char *mp)
@@ -385,6 +397,7 @@ int main(int argc, char **argv)
 	ret = serve(&cl, &s);
 out:
 	ovl_fs_free(s.fs);
+	pt_table_free(s.pt);
 	ovl_config_free(&cfg);
 	free(cl.opts);
 	free(cl.fsname);

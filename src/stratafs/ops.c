@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -24,7 +25,23 @@ static uint64_t id_of(struct sfs *s, struct ovl_node *n)
 
 static struct ovl_file *file_of(uint64_t fh)
 {
-	return (struct ovl_file *)(uintptr_t)fh;
+	return ((struct sfs_file *)(uintptr_t)fh)->f;
+}
+
+/* Wrap an engine file for the kernel: choose passthrough or daemon io. */
+static int file_reply(struct sfs *s, struct ovl_node *n, struct ovl_file *f, struct fw_open *o)
+{
+	struct sfs_file *sf = malloc(sizeof(*sf));
+
+	if (!sf) {
+		ovl_release(s->fs, f);
+		return -ENOMEM;
+	}
+	sf->f = f;
+	o->open_flags = FW_FOPEN_KEEP_CACHE;
+	sf->mode = pt_open(s, n, f->fd, o);
+	o->fh = (uint64_t)(uintptr_t)sf;
+	return 0;
 }
 
 static void fill_entry(struct sfs *s, struct fw_entry *e, struct ovl_node *n, const struct stat *st)
@@ -38,9 +55,16 @@ static void fill_entry(struct sfs *s, struct fw_entry *e, struct ovl_node *n, co
 
 static void sfs_init(void *ud, struct fw_conn *cn)
 {
-	(void)ud;
-	cn->want |=
-	    FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_CACHE_SYMLINKS | FUSE_POSIX_ACL;
+	struct sfs *s = ud;
+
+	cn->want |= FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_CACHE_SYMLINKS |
+		    FUSE_POSIX_ACL | FUSE_DIRECT_IO_ALLOW_MMAP;
+	if (s->want_passthrough && (cn->capable & FUSE_PASSTHROUGH) && geteuid() == 0) {
+		cn->want |= FUSE_PASSTHROUGH;
+		/* backing files on plain filesystems; the mount may itself be a lower */
+		cn->max_stack_depth = 1;
+		s->passthrough = true;
+	}
 }
 
 static int sfs_lookup(void *ud, const struct fw_ctx *c, uint64_t parent, const char *name,
@@ -225,13 +249,13 @@ static int sfs_create(void *ud, const struct fw_ctx *c, uint64_t parent, const c
 	if (ret)
 		return ret;
 	ret = ovl_open_new(s->fs, n, flags, &f);
+	if (!ret)
+		ret = file_reply(s, n, f, o);
 	if (ret) {
 		ovl_node_forget(s->fs, n, 1);
 		return ret;
 	}
 	fill_entry(s, e, n, &st);
-	o->fh = (uint64_t)(uintptr_t)f;
-	o->open_flags = 0;
 	return 0;
 }
 
@@ -357,10 +381,8 @@ static int sfs_open(void *ud, const struct fw_ctx *c, uint64_t nodeid, int flags
 	ret = ovl_open(s->fs, node_of(s, nodeid), flags, &f);
 	if (ret)
 		return ret;
-	o->fh = (uint64_t)(uintptr_t)f;
-	/* nothing below a read-only union changes: keep the page cache */
-	o->open_flags = s->readonly ? FW_FOPEN_KEEP_CACHE : 0;
-	return 0;
+	/* all changes go through this mount: the page cache stays valid */
+	return file_reply(s, node_of(s, nodeid), f, o);
 }
 
 static ssize_t sfs_read(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh, char *buf,
@@ -370,7 +392,7 @@ static ssize_t sfs_read(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint6
 
 	(void)c;
 	(void)nodeid;
-	return ovl_read(s->fs, (struct ovl_file *)(uintptr_t)fh, buf, size, off);
+	return ovl_read(s->fs, file_of(fh), buf, size, off);
 }
 
 static int sfs_release(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh, int flags,
@@ -378,12 +400,15 @@ static int sfs_release(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64
 {
 	struct sfs *s = ud;
 
+	struct sfs_file *sf = (struct sfs_file *)(uintptr_t)fh;
+
 	(void)c;
-	(void)nodeid;
 	(void)flags;
 	(void)lock_owner;
 	(void)flock_unlock;
-	ovl_release(s->fs, (struct ovl_file *)(uintptr_t)fh);
+	pt_release(s, node_of(s, nodeid), sf->mode);
+	ovl_release(s->fs, sf->f);
+	free(sf);
 	return 0;
 }
 
@@ -400,7 +425,7 @@ static int sfs_opendir(void *ud, const struct fw_ctx *c, uint64_t nodeid, int fl
 	if (ret)
 		return ret;
 	o->fh = (uint64_t)(uintptr_t)d;
-	o->open_flags = s->readonly ? FW_FOPEN_KEEP_CACHE | FW_FOPEN_CACHE_DIR : 0;
+	o->open_flags = FW_FOPEN_KEEP_CACHE | FW_FOPEN_CACHE_DIR;
 	return 0;
 }
 

@@ -9,15 +9,40 @@
 #include "../fuse/fw.h"
 #include "../ovl/ovl.h"
 
+struct pt_table;
+
+/* How an open file's data is served (passthrough.c). */
+enum pt_mode {
+	PT_NONE,	/* passthrough is off: cached io through the daemon */
+	PT_PASSTHROUGH, /* the kernel reads/writes the backing file itself */
+	PT_CACHED,	/* through the daemon, page cache (this inode has no passthrough) */
+	PT_DIRECT,	/* through the daemon, FOPEN_DIRECT_IO (the inode has passthrough) */
+};
+
+/* An open file as the daemon keeps it (the FUSE fh points here). */
+struct sfs_file {
+	struct ovl_file *f;
+	enum pt_mode mode;
+};
+
 /* The daemon's one context: the mounted union and how it is served. */
 struct sfs {
 	struct ovl_fs *fs;
 	struct fw_session *se;
-	bool readonly;	      /* no upper layer, or -o ro */
-	double entry_timeout; /* seconds the kernel may cache a name */
-	double attr_timeout;  /* ... and attributes */
-	double neg_timeout;   /* ... and the absence of a name */
+	bool readonly;	       /* no upper layer, or -o ro */
+	double entry_timeout;  /* seconds the kernel may cache a name */
+	double attr_timeout;   /* ... and attributes */
+	double neg_timeout;    /* ... and the absence of a name */
+	bool want_passthrough; /* -o passthrough (default on) */
+	bool passthrough;      /* granted by the kernel at INIT */
+	struct pt_table *pt;   /* passthrough state per node */
 };
+
+/* passthrough.c */
+struct pt_table *pt_table_new(void);
+void pt_table_free(struct pt_table *t);
+enum pt_mode pt_open(struct sfs *s, const struct ovl_node *node, int fd, struct fw_open *o);
+void pt_release(struct sfs *s, const struct ovl_node *node, enum pt_mode mode);
 
 /* ops.c */
 extern const struct fw_ops sfs_ops;
