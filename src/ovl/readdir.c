@@ -51,7 +51,7 @@ struct dir_build {
 	bool count_only; /* emptiness check: stop at the first entry */
 	bool merged;	 /* more than one real dir: whiteouts are filtered */
 	bool in_xw;	 /* a layer so far was an xwhiteouts dir: check regular files */
-	bool lowest;	 /* reading the last real dir (the kernel lists its xwhiteouts) */
+	bool lowest;	 /* reading the bottom layer (the kernel lists its xwhiteouts) */
 	struct name_set seen;
 	struct name_chunk *chunks;
 };
@@ -282,7 +282,7 @@ static int read_stack(struct dir_build *b)
 		/* from an opaque=x dir down, regular files may be xwhiteouts */
 		if (st->p[i].flags & OVL_PATH_XWHITEOUTS)
 			b->in_xw = true;
-		b->lowest = i == st->n - 1;
+		b->lowest = st->p[i].layer == b->fs->nmerge - 1;
 		ret = read_layer(b, &st->p[i], buf);
 	}
 	free(buf);
