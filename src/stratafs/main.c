@@ -25,15 +25,18 @@
 #endif
 
 static const char usage[] =
-    "usage: stratafs [SOURCE] MOUNTPOINT -o lowerdir=DIR[:DIR...][,OPTION...] [-f] [-d]\n"
+    "usage: stratafs [SOURCE] MOUNTPOINT -o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR]\n"
+    "                [,OPTION...] [-f] [-d]\n"
     "\n"
     "A union filesystem with the semantics and on-disk format of the kernel's overlayfs.\n"
     "\n"
     "Overlay options (as the kernel's):\n"
     "  lowerdir=L1:L2:...      read-only layers, leftmost on top; '\\:' escapes a colon,\n"
     "                          '::' starts data-only layers\n"
+    "  upperdir=DIR,workdir=DIR  make it writable (workdir on the upper's filesystem)\n"
     "  redirect_dir=on|follow|off|nofollow, index=on|off, metacopy=on|off,\n"
-    "  xino=on|off|auto, userxattr, uuid=..., nfs_export=on|off\n"
+    "  volatile, fsync=auto|strict|volatile, userxattr, xino=on|off|auto,\n"
+    "  uuid=..., nfs_export=on|off\n"
     "Mount options:\n"
     "  fsname=NAME             source shown in /proc/mounts (default: SOURCE)\n"
     "  ro, nodev, nosuid, noexec  as for any mount; rw, dev, suid, exec, noatime,\n"
