@@ -219,7 +219,7 @@ static int index_hex(struct ovl_fs *fs, int ldfd, const char *lname, int layer, 
 static int copy_up_indexed(struct ovl_fs *fs, int ldfd, const char *lname, int layer,
 			   const struct stat *st, int updfd, const char *name, char *hex)
 {
-	char tmp[64];
+	char tmp[64], nl[32];
 	struct stat ist;
 	int ret;
 
@@ -231,9 +231,8 @@ static int copy_up_indexed(struct ovl_fs *fs, int ldfd, const char *lname, int l
 		ret = build_copy(fs, ldfd, lname, layer, st, tmp, true);
 		if (ret)
 			return ret;
-		/* the union's link count is the lower one so far */
-		ret = ovl_set_ovl_xattr(fs, fs->work_fd, tmp, "nlink", "L+0", 3);
-		if (!ret && renameat2(fs->work_fd, tmp, fs->index_fd, hex, RENAME_NOREPLACE) < 0)
+		ret = 0;
+		if (renameat2(fs->work_fd, tmp, fs->index_fd, hex, RENAME_NOREPLACE) < 0)
 			ret = errno == EEXIST ? 0 : -errno;
 		if (ret) {
 			ovl_cleanup_tree(fs->work_fd, tmp);
@@ -242,7 +241,11 @@ static int copy_up_indexed(struct ovl_fs *fs, int ldfd, const char *lname, int l
 	}
 	if (linkat(fs->index_fd, hex, updfd, name, 0) < 0)
 		return -errno;
-	return 0;
+	/* the union's link count, as a difference to the upper inode's */
+	if (fstatat(fs->index_fd, hex, &ist, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	snprintf(nl, sizeof(nl), "U%+ld", (long)st->st_nlink - (long)ist.st_nlink);
+	return ovl_set_ovl_xattr(fs, fs->index_fd, hex, "nlink", nl, strlen(nl));
 }
 
 /* The new stack of a directory: its upper dir on top of what it had. */
@@ -405,7 +408,7 @@ static int copy_up(struct ovl_fs *fs, struct ovl_node *node, bool data)
 		return 0;
 	parent = ovl_loc_of(node)->parent;
 	if (!parent)
-		return -EIO;
+		return -ENOENT; /* unlinked while open: nothing to copy up to */
 	ret = copy_up(fs, parent, false);
 	if (ret)
 		return ret;

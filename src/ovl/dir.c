@@ -184,6 +184,8 @@ int ovl_create(struct ovl_fs *fs, const struct ovl_cred *cr, struct ovl_node *di
 		return -ENAMETOOLONG;
 	if (ovl_is_wh_marker(name))
 		return -EINVAL; /* such names are never shown, so never created */
+	if (S_ISCHR(mode) && rdev == 0)
+		return -EPERM; /* no whiteouts through the union, as the kernel */
 	ret = ovl_copy_up(fs, dir);
 	if (ret)
 		return ret;
@@ -319,11 +321,37 @@ static bool needs_index(struct ovl_fs *fs, struct ovl_node *node)
 	return ovl_real_stat(fs, node, &st) == 0 && st.st_nlink > 1;
 }
 
-/* Is this the last name of node?  Then it can no longer be found by identity. */
-static void forget_name(struct ovl_fs *fs, struct ovl_node *node, const struct stat *st)
+/*
+ * Before removing the last name of a file: an O_PATH fd of its real object,
+ * so that files still open on it can be fstat()ed (nlink 0) afterwards.
+ */
+static int pin_object(struct ovl_fs *fs, struct ovl_node *node, const struct stat *st)
 {
-	if (S_ISDIR(node->type) || st->st_nlink <= 1)
-		ovl_node_unhash(fs, node);
+	const char *name;
+	int dfd;
+
+	if (!S_ISREG(node->type) || st->st_nlink > 1 || ovl_real_at(fs, node, &dfd, &name))
+		return -1;
+	return openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* Is this the last name of node?  Then it can no longer be found by identity. */
+static void forget_name(struct ovl_fs *fs, struct ovl_node *node, const struct stat *st, int pinfd)
+{
+	if (!S_ISDIR(node->type) && st->st_nlink > 1)
+		return;
+	ovl_node_unhash(fs, node);
+	if (pinfd < 0)
+		return;
+	pthread_mutex_lock(&node->cu_lock);
+	if (ovl_node_set_loc(node, NULL, "", ovl_loc_of(node)->layer, NULL) == 0) {
+		ovl_loc_of(node)->dirfd = pinfd;
+		node->detached = true;
+		pinfd = -1;
+	}
+	pthread_mutex_unlock(&node->cu_lock);
+	if (pinfd >= 0)
+		close(pinfd);
 }
 
 int ovl_unlink(struct ovl_fs *fs, struct ovl_node *dir, const char *name, bool isdir)
@@ -331,7 +359,7 @@ int ovl_unlink(struct ovl_fs *fs, struct ovl_node *dir, const char *name, bool i
 	struct ovl_node *n;
 	struct stat st, ust;
 	bool lower, has_up;
-	int updfd, ret;
+	int updfd, pinfd, ret;
 
 	ret = ovl_lookup(fs, dir, name, &n, &st);
 	if (ret)
@@ -354,17 +382,21 @@ int ovl_unlink(struct ovl_fs *fs, struct ovl_node *dir, const char *name, bool i
 	updfd = ovl_upper_dirfd(fs, dir);
 	lower = ovl_lower_positive(fs, dir, name);
 	has_up = fstatat(updfd, name, &ust, AT_SYMLINK_NOFOLLOW) == 0 && !ovl_is_whiteout(&ust);
+	pinfd = pin_object(fs, n, &st);
 	if (lower)
 		ret = whiteout_upper(fs, updfd, name, has_up);
 	else if (has_up)
 		ret = remove_upper(fs, updfd, name, isdir);
-	if (ret)
+	if (ret) {
+		if (pinfd >= 0)
+			close(pinfd);
 		goto out;
+	}
 	if (n->indexed && st.st_nlink > 1)
 		ovl_set_nlink(fs, n, st.st_nlink - 1, 'U');
 	if (!isdir)
 		ovl_node_drop_name(fs, n, dir, name);
-	forget_name(fs, n, &st);
+	forget_name(fs, n, &st, pinfd);
 out:
 	ovl_node_forget(fs, n, 1);
 	return ret;
@@ -500,6 +532,7 @@ struct rename_ctx {
 	unsigned int flags;
 	struct ovl_node *on, *nn; /* the source, and the target if it exists */
 	struct stat ost, nst;
+	int pinfd; /* the overwritten target, pinned for its open files */
 };
 
 static int rename_prepare(struct rename_ctx *r)
@@ -604,7 +637,8 @@ static int rename_nodes(struct rename_ctx *r)
 	if (r->nn->indexed && r->nst.st_nlink > 1)
 		ovl_set_nlink(fs, r->nn, r->nst.st_nlink - 1, 'U');
 	ovl_node_drop_name(fs, r->nn, r->newdir, r->newname);
-	forget_name(fs, r->nn, &r->nst);
+	forget_name(fs, r->nn, &r->nst, r->pinfd);
+	r->pinfd = -1;
 	return 0;
 }
 
@@ -616,7 +650,8 @@ int ovl_rename(struct ovl_fs *fs, struct ovl_node *olddir, const char *oldname,
 			       .newdir = newdir,
 			       .oldname = oldname,
 			       .newname = newname,
-			       .flags = flags};
+			       .flags = flags,
+			       .pinfd = -1};
 	int ret;
 
 	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE))
@@ -645,6 +680,8 @@ int ovl_rename(struct ovl_fs *fs, struct ovl_node *olddir, const char *oldname,
 		goto out;
 	}
 	ret = rename_prepare(&r);
+	if (!ret && r.nn && !(flags & RENAME_EXCHANGE))
+		r.pinfd = pin_object(fs, r.nn, &r.nst);
 	if (!ret)
 		ret = rename_upper(&r);
 	if (!ret) {
@@ -654,6 +691,8 @@ int ovl_rename(struct ovl_fs *fs, struct ovl_node *olddir, const char *oldname,
 		pthread_rwlock_unlock(&fs->rename_lock);
 	}
 out:
+	if (r.pinfd >= 0)
+		close(r.pinfd);
 	if (r.nn)
 		ovl_node_forget(fs, r.nn, 1);
 out_old:

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -30,6 +31,14 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 	if (ret)
 		return ret;
 	flags = (flags & (OVL_OPEN_KEEP | O_TRUNC)) | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY;
+	if (!name[0]) {
+		/* an object with no name left: reopen it through its O_PATH fd */
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", dfd);
+		fd = open(path, flags & ~O_NOFOLLOW);
+		return fd < 0 ? -errno : fd;
+	}
 	fd = openat(dfd, name, flags);
 	if (fd < 0 && errno == EPERM && (flags & O_NOATIME))
 		fd = openat(dfd, name, flags & ~O_NOATIME);

@@ -109,6 +109,8 @@ static void node_free_collect(struct ovl_node *node, struct ovl_node **first,
 	if (loc) {
 		*first = loc->parent;
 		*extra = loc->retired;
+		if (loc->dirfd >= 0)
+			close(loc->dirfd); /* a pinned object with no name left */
 		free(loc->name);
 		free(loc->iname);
 		free(loc);
@@ -584,7 +586,7 @@ int ovl_access(struct ovl_fs *fs, struct ovl_node *node, uid_t uid, gid_t gid, i
 	return ((mode_t)mask & ~bits) ? -EACCES : 0;
 }
 
-static int set_times(int dfd, const char *name, const struct ovl_setattr *sa)
+static int set_times(int dfd, const char *name, int flags, const struct ovl_setattr *sa)
 {
 	struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
 
@@ -594,14 +596,15 @@ static int set_times(int dfd, const char *name, const struct ovl_setattr *sa)
 		ts[0] = sa->atime;
 	if (sa->valid & OVL_SET_MTIME)
 		ts[1] = sa->mtime;
-	return utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	return utimensat(dfd, name, ts, flags & AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 }
 
 static int set_size(int dfd, const char *name, const struct ovl_setattr *sa)
 {
 	int fd, ret = 0;
 
-	fd = openat(dfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	fd = openat(dfd, name,
+		    O_WRONLY | O_CLOEXEC | O_NONBLOCK | (dfd == AT_FDCWD ? 0 : O_NOFOLLOW));
 	if (fd < 0)
 		return -errno;
 	if (ftruncate(fd, sa->size) < 0)
@@ -615,6 +618,7 @@ int ovl_setattr(struct ovl_fs *fs, struct ovl_node *node, const struct ovl_setat
 		struct stat *st)
 {
 	const char *name = "";
+	char ppath[64];
 	int dfd, ret, flags = AT_SYMLINK_NOFOLLOW;
 
 	ret = (sa->valid & OVL_SET_SIZE) ? ovl_copy_up_data(fs, node) : ovl_copy_up(fs, node);
@@ -627,6 +631,13 @@ int ovl_setattr(struct ovl_fs *fs, struct ovl_node *node, const struct ovl_setat
 		ret = ovl_real_at(fs, node, &dfd, &name);
 		if (ret)
 			return ret;
+		if (!name[0]) {
+			/* unlinked while open: reach the object through its pinned fd */
+			snprintf(ppath, sizeof(ppath), "/proc/self/fd/%d", dfd);
+			dfd = AT_FDCWD;
+			name = ppath;
+			flags = 0;
+		}
 	}
 	if ((sa->valid & (OVL_SET_UID | OVL_SET_GID)) &&
 	    fchownat(dfd, name, (sa->valid & OVL_SET_UID) ? sa->uid : (uid_t)-1,
@@ -647,7 +658,7 @@ int ovl_setattr(struct ovl_fs *fs, struct ovl_node *node, const struct ovl_setat
 		if (ret)
 			return ret;
 	}
-	ret = S_ISDIR(node->type) ? set_times(dfd, "", sa) : set_times(dfd, name, sa);
+	ret = S_ISDIR(node->type) ? 0 : set_times(dfd, name, flags, sa);
 	if (S_ISDIR(node->type) && (sa->valid & (OVL_SET_ATIME | OVL_SET_MTIME))) {
 		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
 

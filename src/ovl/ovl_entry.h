@@ -117,6 +117,7 @@ struct ovl_node {
 	bool opaque;			   /* (cu) directories: the upper dir is opaque */
 	bool impure;			   /* (cu) directories: upper dir marked impure */
 	bool indexed;			   /* (cu) files: the upper inode lives in workdir/index */
+	bool detached;			   /* (cu) files: no name left; open files keep it alive */
 	nlink_t lower_nlink;		   /* (cu) files: st_nlink of the lower object at lookup */
 	struct ovl_loc *aliases;	/* (cu) files: other names the kernel knows (hard links) */
 	_Atomic(struct ovl_loc *) data; /* metacopy: where the data is (a lower file), or NULL */

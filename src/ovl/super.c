@@ -267,6 +267,20 @@ static int mark_upper_root(struct ovl_fs *fs)
 	return 0;
 }
 
+/* The index dir records which upper root it belongs to (overlay.upper). */
+static int mark_index_dir(struct ovl_fs *fs)
+{
+	unsigned char fb[256];
+	ssize_t n;
+
+	if (ovl_get_ovl_xattr(fs, fs->index_fd, NULL, "upper", (char *)fb, sizeof(fb)) >= 0)
+		return 0;
+	n = ovl_encode_origin(fs, fs->layers[0].fd, "", 0, fb, sizeof(fb));
+	if (n < 0)
+		return 0;
+	return ovl_set_ovl_xattr(fs, fs->index_fd, NULL, "upper", fb, (size_t)n);
+}
+
 /* upperdir= and workdir=: the kernel's checks, the workdir layout, the in-use lock. */
 static int setup_upper(struct ovl_fs *fs, char *err, size_t errlen)
 {
@@ -311,6 +325,8 @@ static int setup_upper(struct ovl_fs *fs, char *err, size_t errlen)
 			    strerror(-ret));
 	if (cfg->index == OVL_ON) {
 		ret = open_subdir(fs->workdir_fd, "index", &fs->index_fd);
+		if (!ret)
+			ret = mark_index_dir(fs);
 		if (ret)
 			return fail(err, errlen, ret, "cannot create '%s/index': %s", cfg->workdir,
 				    strerror(-ret));

@@ -197,7 +197,7 @@ int ovl_real_at(struct ovl_fs *fs, struct ovl_node *node, int *dfd, const char *
 	if (loc->iname)
 		*dfd = fs->index_fd;
 	else if (loc->dirfd >= 0)
-		*dfd = loc->dirfd;
+		*dfd = loc->dirfd; /* "" in it: a pinned object with no name left */
 	else
 		*dfd = loc->parent ? ovl_layer_dirfd(loc->parent, loc->layer) : -1;
 	return *dfd < 0 ? -ESTALE : 0;
@@ -228,8 +228,10 @@ int ovl_real_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	ret = ovl_real_at(fs, node, &dfd, &name);
 	if (ret)
 		return ret;
-	if (fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW | (name[0] ? 0 : AT_EMPTY_PATH)) < 0)
 		return -errno;
+	if (node->detached)
+		st->st_nlink = 0; /* unlinked while open, as the kernel's overlay reports */
 	return 0;
 }
 
