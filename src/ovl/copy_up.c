@@ -28,11 +28,29 @@
 
 #define COPY_CHUNK (1 << 20)
 
+/* pwrite all of buf: a short write (a full disk) is retried to get its errno */
+static int write_all(int out, const char *buf, size_t len, off_t off)
+{
+	ssize_t w;
+
+	while (len) {
+		w = pwrite(out, buf, len, off);
+		if (w < 0)
+			return -errno;
+		if (w == 0)
+			return -EIO;
+		buf += w;
+		len -= (size_t)w;
+		off += w;
+	}
+	return 0;
+}
+
 static int copy_data_rw(int in, int out, off_t len)
 {
 	char *buf = malloc(COPY_CHUNK);
 	off_t done = 0;
-	ssize_t n, w;
+	ssize_t n;
 	int ret = 0;
 
 	if (!buf)
@@ -45,11 +63,9 @@ static int copy_data_rw(int in, int out, off_t len)
 		}
 		if (n == 0)
 			break;
-		w = pwrite(out, buf, (size_t)n, done);
-		if (w != n) {
-			ret = w < 0 ? -errno : -EIO;
+		ret = write_all(out, buf, (size_t)n, done);
+		if (ret)
 			break;
-		}
 		done += n;
 	}
 	free(buf);

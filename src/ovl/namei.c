@@ -426,8 +426,14 @@ static void find_identity(struct lookup_data *d, struct ovl_node *dir, struct id
 			return;
 		d->have_origin = true;
 		d->onlink = lst.st_nlink;
-		if (lst.st_nlink > 1 && d->fs->config.index != OVL_ON)
-			return; /* a broken hard link: its own file now */
+		if (lst.st_nlink > 1) {
+			struct stat ist;
+
+			/* only the index says a copied-up hard link is still whole */
+			if (d->fs->index_fd < 0 ||
+			    fstatat(d->fs->index_fd, d->ohex, &ist, AT_SYMLINK_NOFOLLOW) < 0)
+				return; /* a broken hard link: its own file now */
+		}
 	}
 	id->dev = lst.st_dev;
 	id->ino = lst.st_ino;

@@ -351,7 +351,8 @@ ssize_t ovl_encode_origin(struct ovl_fs *fs, int dirfd, const char *name, int la
 	buf[0] = 0;
 	buf[1] = 0xfb;
 	buf[2] = (unsigned char)len;
-	buf[3] = 0;
+	/* OVL_FH_FLAG_PATH_UPPER for an upper object; little-endian CPU: no flag */
+	buf[3] = fs->layers[layer].is_upper ? 4 : 0;
 	buf[4] = (unsigned char)h.fh.handle_type;
 	memcpy(buf + 5, u.uuid, 16);
 	memcpy(buf + 21, h.fh.f_handle, h.fh.handle_bytes);
