@@ -4,8 +4,9 @@
 #   tests/run.sh [BUILD_DIR]        (default: build; run as root)
 #
 # Runs, in order: the unit tests (meson test), the option/mount-path tests
-# (tests/integration/test_options.py) and the differential rig against the
-# kernel overlay (3 layers with a 100,000-entry dir, then 50 layers).
+# (tests/integration/test_options.py), the differential rig against the
+# kernel overlay (3 layers with a 100,000-entry dir, then 50 layers), the
+# write-mode rig, and the interop, crash and full-disk suites.
 # Each unit test, each option test and each rig run counts as one test; the
 # last line is `N passed, N failed` and the exit status is 1 if anything
 # failed.  STRATAFS_EXTRA_OPTS (e.g. "noatime") is appended to every
@@ -75,6 +76,43 @@ rig() {   # rig NAME ARGS...
 }
 rig "3 layers --big" --layers 3 --big --workdir "$RIGBASE-3big"
 rig "50 layers" --layers 50 --workdir "$RIGBASE-50"
+
+# 4. writing: the write-mode rig (also with metacopy=on), then the TAP-style suites
+wrig() {   # wrig NAME ARGS...
+    local name=$1; shift
+    echo "=== write rig $name"
+    local start=$SECONDS
+    if python3 tests/integration/rig_write.py --stratafs "$BIN" "$@"; then
+        count "write rig $name ($((SECONDS - start))s)" 1 0
+    else
+        count "write rig $name ($((SECONDS - start))s)" 0 1
+    fi
+}
+wrig "defaults" --workdir "$RIGBASE-w"
+wrig "index=off" --workdir "$RIGBASE-w-noindex" --extra-opts index=off --kernel-opts index=off
+wrig "metacopy=on" --workdir "$RIGBASE-w-metacopy" --extra-opts metacopy=on --kernel-opts metacopy=on
+
+suite() {   # suite NAME SCRIPT: a script ending in "N passed, N failed"
+    local name=$1 script=$2
+    echo "=== $name"
+    local start=$SECONDS
+    python3 "tests/integration/$script" --stratafs "$BIN" 2>&1 | tee "$tmp"
+    local rc=${PIPESTATUS[0]}
+    local line p f
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tmp" | tail -n 1)
+    if [ -n "$line" ]; then
+        p=${line%% passed*}
+        f=${line#*, }; f=${f%% failed}
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    else
+        echo "$script printed no summary (exit $rc)"
+        p=0; f=1
+    fi
+    count "$name ($((SECONDS - start))s)" "$p" "$f"
+}
+suite "interop" test_interop.py
+suite "crash" test_crash.py
+suite "full disk" test_enospc.py
 
 echo "=== summary"
 for s in "${summary[@]}"; do echo "  $s"; done

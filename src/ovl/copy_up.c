@@ -187,7 +187,8 @@ static int build_copy(struct ovl_fs *fs, int ldfd, const char *lname, int layer,
 	ret = make_temp(fs, ldfd, lname, st, tmp, data, &fd);
 	if (!ret)
 		ret = ovl_copy_xattrs(fs, ldfd, lname, fs->work_fd, tmp);
-	if (!ret)
+	/* no origin when the copy breaks a lower hard link (no index), as the kernel */
+	if (!ret && !(S_ISREG(st->st_mode) && st->st_nlink > 1 && fs->index_fd < 0))
 		ret = set_origin(fs, ldfd, lname, layer, tmp);
 	if (!ret)
 		ret = copy_attrs(fs, tmp, st, fd);
@@ -233,7 +234,7 @@ static int index_hex(struct ovl_fs *fs, int ldfd, const char *lname, int layer, 
 
 /* A lower hard link: copy into workdir/index once, link every name to it. */
 static int copy_up_indexed(struct ovl_fs *fs, int ldfd, const char *lname, int layer,
-			   const struct stat *st, int updfd, const char *name, char *hex)
+			   const struct stat *st, int updfd, const char *name, char *hex, bool data)
 {
 	char tmp[64], nl[32];
 	struct stat ist;
@@ -244,7 +245,7 @@ static int copy_up_indexed(struct ovl_fs *fs, int ldfd, const char *lname, int l
 		return ret;
 	if (fstatat(fs->index_fd, hex, &ist, AT_SYMLINK_NOFOLLOW) < 0) {
 		ovl_tmpname(fs, tmp, sizeof(tmp));
-		ret = build_copy(fs, ldfd, lname, layer, st, tmp, true);
+		ret = build_copy(fs, ldfd, lname, layer, st, tmp, data);
 		if (ret)
 			return ret;
 		ret = 0;
@@ -378,7 +379,10 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 		if (!ret)
 			ret = ovl_set_nlink(fs, node, cur.st_nlink, 'U');
 	} else if (S_ISREG(st.st_mode) && st.st_nlink > 1 && fs->index_fd >= 0) {
-		ret = copy_up_indexed(fs, ldfd, lname, loc->layer, &st, updfd, loc->name, hex);
+		if (fs->config.metacopy != OVL_ON)
+			data = true;
+		ret =
+		    copy_up_indexed(fs, ldfd, lname, loc->layer, &st, updfd, loc->name, hex, data);
 		if (!ret) {
 			node->indexed = true;
 			node->lower_nlink = st.st_nlink;
@@ -387,6 +391,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 	} else {
 		if (!S_ISREG(st.st_mode) || st.st_nlink > 1 || fs->config.metacopy != OVL_ON)
 			data = true;
+		/* (a lower hard link without the index is copied whole: it breaks) */
 		ovl_tmpname(fs, tmp, sizeof(tmp));
 		if (S_ISDIR(node->type)) {
 			/* a directory is copied from its real dir fd */
@@ -407,8 +412,16 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 		return ret;
 	if (S_ISDIR(node->type))
 		return push_upper_dir(node, updfd, loc->name);
-	if (!data && !iname && (ret = keep_data(node, ldfd, lname, loc->layer)))
+	if (!data && S_ISREG(st.st_mode) && !loc->iname &&
+	    (ret = keep_data(node, ldfd, lname, loc->layer)))
 		return ret;
+	if (S_ISREG(st.st_mode) && st.st_nlink > 1 && !iname) {
+		/* a broken hard link is a file of its own now, with its own st_ino */
+		struct stat ust;
+
+		if (fstatat(updfd, loc->name, &ust, AT_SYMLINK_NOFOLLOW) == 0)
+			node->ino = ovl_map_ino(fs, 0, ust.st_ino);
+	}
 	ovl_node_ref(fs, parent);
 	return ovl_node_set_loc(node, parent, loc->name, 0, iname);
 }

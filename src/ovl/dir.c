@@ -237,6 +237,9 @@ static int copy_up_name(struct ovl_fs *fs, struct ovl_node *dir, const char *nam
 	return linkat(rdfd, rname, updfd, name, 0) < 0 ? -errno : 0;
 }
 
+static int set_redirect(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *olddir,
+			const char *oldname, bool samedir);
+
 int ovl_link(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newdir, const char *newname,
 	     struct ovl_node **out, struct stat *st)
 {
@@ -263,6 +266,14 @@ int ovl_link(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newdir, 
 	owner.gid = getegid();
 	if (node->indexed && (ret = ovl_getattr(fs, node, &cur)))
 		return ret;
+	if (atomic_load(&node->data)) {
+		/* every name of a metacopy file must find the data: an absolute redirect */
+		struct ovl_loc *loc = ovl_loc_of(node);
+
+		ret = set_redirect(fs, node, loc->parent, loc->name, false);
+		if (ret)
+			return ret;
+	}
 	ret = create_upper(fs, updfd, newname, wh == 1, &owner, S_IFREG, 0, NULL, rdfd, rname);
 	if (ret)
 		return ret;
@@ -580,7 +591,9 @@ static int rename_prepare(struct rename_ctx *r)
 	if (r->nn && (r->flags & RENAME_EXCHANGE)) {
 		if (S_ISDIR(r->nn->type))
 			ret = prepare_dir_move(fs, r->nn, r->newdir, r->newname, r->olddir);
-		else if (r->nn->lower && r->olddir != r->newdir)
+		else if (atomic_load(&r->nn->data))
+			ret = set_redirect(fs, r->nn, r->newdir, r->newname, false);
+		if (!ret && !S_ISDIR(r->nn->type) && r->nn->lower && r->olddir != r->newdir)
 			ret = ovl_set_impure(fs, r->olddir);
 	}
 	return ret;

@@ -35,7 +35,8 @@ struct lookup_data {
 	bool stop;
 	struct stat top; /* the top real object */
 	int top_layer;
-	int top_dirfd;				 /* the real dir holding the top object */
+	int top_dirfd;		     /* the real dir holding the top object */
+	char top_name[NAME_MAX + 1]; /* its name there (d->name may follow a redirect) */
 	char top_redirect[OVL_REDIRECT_MAX + 2]; /* overlay.redirect of a top dir */
 	bool top_has_redirect;
 	char ohex[600]; /* hex of overlay.origin: the index entry name */
@@ -64,8 +65,8 @@ static bool has_wh_marker(int dirfd, const char *name)
  * An xwhiteout: a zero-size regular file with overlay.whiteout in a lower
  * layer.  Lookup honours it in any directory (readdir only in opaque=x ones).
  */
-static bool is_xwhiteout(struct lookup_data *d, int dirfd, uint8_t pflags, int layer,
-			 const struct stat *st)
+static bool is_xwhiteout(struct lookup_data *d, int dirfd, const char *fname, uint8_t pflags,
+			 int layer, const struct stat *st)
 {
 	char v;
 
@@ -74,7 +75,7 @@ static bool is_xwhiteout(struct lookup_data *d, int dirfd, uint8_t pflags, int l
 		return false;
 	if (!S_ISREG(st->st_mode) || st->st_size != 0)
 		return false;
-	return ovl_get_ovl_xattr(d->fs, dirfd, d->name, "whiteout", &v, 0) >= 0;
+	return ovl_get_ovl_xattr(d->fs, dirfd, fname, "whiteout", &v, 0) >= 0;
 }
 
 /* Read overlay.opaque / overlay.redirect of a just-opened real directory. */
@@ -204,6 +205,7 @@ static int take_found(struct lookup_data *d, int dirfd, const char *fname, int l
 		d->top = *st;
 		d->top_layer = layer;
 		d->top_dirfd = dirfd;
+		snprintf(d->top_name, sizeof(d->top_name), "%s", fname);
 		if (!S_ISDIR(st->st_mode)) {
 			if (!is_metacopy(d, dirfd, fname, layer, pflags, st)) {
 				d->stop = true;
@@ -216,6 +218,8 @@ static int take_found(struct lookup_data *d, int dirfd, const char *fname, int l
 			if (n <= 0)
 				return 0;
 			redirect[n] = '\0';
+			memcpy(d->top_redirect, redirect, (size_t)n + 1);
+			d->top_has_redirect = true;
 			return apply_redirect(d, redirect, layer);
 		}
 	} else if (!S_ISDIR(st->st_mode)) {
@@ -259,7 +263,7 @@ static int lookup_layer(struct lookup_data *d, int dirfd, const char *fname, int
 			d->stop = true;
 		return 0;
 	}
-	if (ovl_is_whiteout(&st) || is_xwhiteout(d, dirfd, pflags, layer, &st)) {
+	if (ovl_is_whiteout(&st) || is_xwhiteout(d, dirfd, fname, pflags, layer, &st)) {
 		d->stop = true;
 		return 0;
 	}
@@ -375,7 +379,7 @@ static int decode_origin(struct lookup_data *d, struct stat *lst, int *layer)
 	ssize_t n;
 	int i, fd;
 
-	n = ovl_get_ovl_xattr(d->fs, d->top_dirfd, d->name, "origin", (char *)fb, sizeof(fb));
+	n = ovl_get_ovl_xattr(d->fs, d->top_dirfd, d->top_name, "origin", (char *)fb, sizeof(fb));
 	if (n < 21 || fb[1] != 0xfb || fb[2] != n || (size_t)n - 21 > MAX_HANDLE_SZ)
 		return -ENODATA;
 	for (i = 0; i < n; i++)
@@ -397,6 +401,15 @@ static int decode_origin(struct lookup_data *d, struct stat *lst, int *layer)
 	return -ESTALE;
 }
 
+static uint64_t name_salt(const struct ovl_node *dir, const char *name)
+{
+	uint64_t h = (uint64_t)(uintptr_t)dir * 0x9e3779b97f4a7c15ULL;
+
+	for (; *name; name++)
+		h = (h ^ (unsigned char)*name) * 0x100000001b3ULL;
+	return h;
+}
+
 /*
  * The identity of the object found: the origin (lower) object for a copied-up
  * directory or a copied-up file that was not a hard link (or is indexed),
@@ -411,6 +424,16 @@ static void find_identity(struct lookup_data *d, struct ovl_node *dir, struct id
 	id->dev = d->top.st_dev;
 	id->ino = d->top.st_ino;
 	id->ino_shown = ovl_map_ino(d->fs, d->top_layer, d->top.st_ino);
+	if (d->fs->has_upper && d->fs->index_fd < 0 && d->top_layer != 0 &&
+	    S_ISREG(d->top.st_mode) && d->top.st_nlink > 1) {
+		/*
+		 * Without the index a copy-up breaks a lower hard link: each name
+		 * is a node of its own (same st_ino until then).  Bit 63 keeps the
+		 * salted identity apart from real inode numbers.
+		 */
+		id->ino ^= name_salt(dir, d->top_name) | (1ULL << 63);
+		return;
+	}
 	if (!d->fs->has_upper || d->top_layer != 0)
 		return;
 	if (S_ISDIR(d->top.st_mode)) {
@@ -495,11 +518,7 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 		n->opaque =
 		    (st->p[0].flags & OVL_PATH_OPAQUE) && st->p[0].layer == 0 && d->fs->has_upper;
 		n->impure = (st->p[0].flags & OVL_PATH_IMPURE) != 0;
-		if (d->top_has_redirect) {
-			n->redirect = strdup(d->top_redirect);
-			if (!n->redirect)
-				goto out_free;
-		}
+
 	} else if (d->fs->index_fd >= 0 && d->top_layer > 0 && S_ISREG(d->top.st_mode) &&
 		   d->top.st_nlink > 1 &&
 		   !index_name(d, d->top_dirfd, name, d->top_layer, hex, sizeof(hex))) {
@@ -518,6 +537,8 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 		n->lower_nlink = d->onlink;
 	}
 	n->indexed = indexed;
+	if (d->top_has_redirect && !(n->redirect = strdup(d->top_redirect)))
+		goto out_free;
 	if (d->metacopy && !set_data(n, d))
 		goto out_free;
 	n->type = d->top.st_mode & S_IFMT;
