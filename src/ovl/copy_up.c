@@ -175,7 +175,9 @@ static int set_origin(struct ovl_fs *fs, int ldfd, const char *lname, int layer,
 
 	if (n < 0)
 		return 0; /* no file handles on the lower fs: no origin, as the kernel */
-	return ovl_set_ovl_xattr(fs, fs->work_fd, tmp, "origin", fb, (size_t)n);
+	n = ovl_set_ovl_xattr(fs, fs->work_fd, tmp, "origin", fb, (size_t)n);
+	/* user.* xattrs are refused on symlinks and devices (userxattr): go without */
+	return (n == -EPERM || n == -EOPNOTSUPP) ? 0 : (int)n;
 }
 
 /* Build a complete copy of the lower object under tmp in workdir/work. */

@@ -173,6 +173,13 @@ out_cleanup:
 	return ret;
 }
 
+/* The kernel's ovl_allow_offline_changes(). */
+static bool offline_changes(const struct ovl_fs *fs)
+{
+	return fs->config.index != OVL_ON && fs->config.metacopy != OVL_ON &&
+	       fs->config.redirect_dir != OVL_REDIRECT_ON && fs->config.xino != OVL_XINO_ON;
+}
+
 int ovl_create(struct ovl_fs *fs, const struct ovl_cred *cr, struct ovl_node *dir, const char *name,
 	       mode_t mode, dev_t rdev, const char *link_target, struct ovl_node **out,
 	       struct stat *st)
@@ -199,8 +206,12 @@ int ovl_create(struct ovl_fs *fs, const struct ovl_cred *cr, struct ovl_node *di
 	ret = create_upper(fs, updfd, name, wh == 1, &owner, mode, rdev, link_target, -1, NULL);
 	if (ret)
 		return ret;
-	/* a new directory in a merged one: opaque, as the kernel's optimization */
-	if (S_ISDIR(mode) && wh != 1 && ovl_stack_of(dir)->n > 1) {
+	/*
+	 * A new directory in a merged one is opaque (the kernel's optimization),
+	 * unless the upper dir may be changed offline (no index, redirects,
+	 * metacopy or xino=on), where the kernel leaves it out too.
+	 */
+	if (S_ISDIR(mode) && wh != 1 && ovl_stack_of(dir)->n > 1 && !offline_changes(fs)) {
 		ret = ovl_set_ovl_xattr(fs, updfd, name, "opaque", "y", 1);
 		if (ret)
 			return ret;
