@@ -113,6 +113,7 @@ suite() {   # suite NAME SCRIPT: a script ending in "N passed, N failed"
 suite "interop" test_interop.py
 suite "crash" test_crash.py
 suite "full disk" test_enospc.py
+suite "permissions" test_perms.py
 
 echo "=== summary"
 for s in "${summary[@]}"; do echo "  $s"; done
