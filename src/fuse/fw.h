@@ -54,6 +54,7 @@ struct fw_open {
 #define FW_FOPEN_KEEP_CACHE  (1u << 1)
 #define FW_FOPEN_NONSEEKABLE (1u << 2)
 #define FW_FOPEN_CACHE_DIR   (1u << 3)
+#define FW_FOPEN_NOFLUSH     (1u << 5)
 #define FW_FOPEN_PASSTHROUGH (1u << 7)
 
 /* SETATTR: which fields are valid (FW_SET_*) and their values. */

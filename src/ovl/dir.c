@@ -352,8 +352,9 @@ static int pin_object(struct ovl_fs *fs, struct ovl_node *node, const struct sta
 	const char *name;
 	int dfd;
 
-	if (!S_ISREG(node->type) || st->st_nlink > 1 || ovl_real_at(fs, node, &dfd, &name))
-		return -1;
+	if (!S_ISREG(node->type) || st->st_nlink > 1 || !ovl_node_in_use(fs, node) ||
+	    ovl_real_at(fs, node, &dfd, &name))
+		return -1; /* only open files need it */
 	return openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 }
 

@@ -359,6 +359,17 @@ void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup)
 	node_drop(fs, node, nlookup, 0);
 }
 
+bool ovl_node_in_use(struct ovl_fs *fs, struct ovl_node *node)
+{
+	struct ovl_node_shard *s = shard_of(fs, node->key_dev, node->key_ino);
+	bool used;
+
+	pthread_mutex_lock(&s->lock);
+	used = node->refs > 0;
+	pthread_mutex_unlock(&s->lock);
+	return used;
+}
+
 void ovl_node_ref(struct ovl_fs *fs, struct ovl_node *node)
 {
 	struct ovl_node_shard *s = shard_of(fs, node->key_dev, node->key_ino);

@@ -259,7 +259,8 @@ static int lookup_layer(struct lookup_data *d, int dirfd, const char *fname, int
 	if (fstatat(dirfd, fname, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno != ENOENT && errno != ENOTDIR)
 			return -errno;
-		if (has_wh_marker(dirfd, fname))
+		/* aufs markers come with image layers, never in an upper layer */
+		if (!d->fs->layers[layer].is_upper && has_wh_marker(dirfd, fname))
 			d->stop = true;
 		return 0;
 	}

@@ -97,6 +97,8 @@ struct ovl_node *ovl_node_insert(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup);
 void ovl_node_ref(struct ovl_fs *fs, struct ovl_node *node);
+/* does the engine hold the node (open files, children)? */
+bool ovl_node_in_use(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_unref(struct ovl_fs *fs, struct ovl_node *node);
 struct ovl_node *ovl_node_alloc(void);
 void ovl_node_free(struct ovl_node *node);

@@ -38,7 +38,8 @@ static int file_reply(struct sfs *s, struct ovl_node *n, struct ovl_file *f, str
 		return -ENOMEM;
 	}
 	sf->f = f;
-	o->open_flags = FW_FOPEN_KEEP_CACHE;
+	/* flush has nothing to do (locks are the kernel's): no FLUSH on close */
+	o->open_flags = FW_FOPEN_KEEP_CACHE | FW_FOPEN_NOFLUSH;
 	sf->mode = pt_open(s, n, f->fd, o);
 	o->fh = (uint64_t)(uintptr_t)sf;
 	return 0;
