@@ -32,6 +32,18 @@ for b in build build-asan; do
 	total_pass=$((total_pass + p))
 	total_fail=$((total_fail + f))
 done
+# the libFuzzer targets, a bounded run each
+echo "== fuzzing (tests/fuzz.sh)"
+log=$(mktemp)
+"$top/tests/fuzz.sh" 2>&1 | tee "$log"
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+rm -f "$log"
+if [ -n "$line" ]; then
+	total_pass=$((total_pass + $(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/')))
+	total_fail=$((total_fail + $(echo "$line" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')))
+else
+	total_fail=$((total_fail + 1))
+fi
 # any sanitizer report from a daemon (its stderr is closed) is a failure
 if ls "$asan_dir"/* >/dev/null 2>&1; then
 	echo "sanitizer reports:"

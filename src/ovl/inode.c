@@ -514,21 +514,19 @@ int ovl_set_nlink(struct ovl_fs *fs, struct ovl_node *node, nlink_t nlink, char 
 static void union_nlink(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 {
 	const char *name;
-	char buf[32];
+	char buf[32], base;
 	ssize_t n;
 	long diff;
 	int dfd;
 
 	if (ovl_real_at(fs, node, &dfd, &name))
 		return;
-	n = ovl_get_ovl_xattr(fs, dfd, name, "nlink", buf, sizeof(buf) - 1);
-	if (n < 2)
+	n = ovl_get_ovl_xattr(fs, dfd, name, "nlink", buf, sizeof(buf));
+	if (n < 0 || ovl_nlink_parse(buf, (size_t)n, &base, &diff))
 		return;
-	buf[n] = '\0';
-	diff = strtol(buf + 1, NULL, 10);
-	if (buf[0] == 'U' && (long)st->st_nlink + diff > 0)
+	if (base == 'U' && (long)st->st_nlink + diff > 0)
 		st->st_nlink = (nlink_t)((long)st->st_nlink + diff);
-	else if (buf[0] == 'L' && node->lower_nlink && (long)node->lower_nlink + diff > 0)
+	else if (base == 'L' && node->lower_nlink && (long)node->lower_nlink + diff > 0)
 		st->st_nlink = (nlink_t)((long)node->lower_nlink + diff);
 }
 

@@ -135,6 +135,8 @@ static int apply_redirect(struct lookup_data *d, const char *redirect, int layer
 
 	if (d->fs->config.redirect_dir == OVL_REDIRECT_NOFOLLOW)
 		return -EPERM; /* the kernel refuses to follow, too */
+	if (!ovl_redirect_valid(redirect, strlen(redirect)))
+		return -EIO; /* invalid redirect */
 	if (redirect[0] == '/') {
 		if (strlen(redirect + 1) >= sizeof(d->abspath))
 			return -ENAMETOOLONG;
@@ -144,8 +146,7 @@ static int apply_redirect(struct lookup_data *d, const char *redirect, int layer
 		d->absolute = true;
 		return 0;
 	}
-	if (strchr(redirect, '/') || strlen(redirect) > NAME_MAX || !strcmp(redirect, ".") ||
-	    !strcmp(redirect, ".."))
+	if (!ovl_redirect_valid(redirect, strlen(redirect)))
 		return -EIO; /* invalid redirect */
 	if (d->absolute) {
 		slash = strrchr(d->abspath, '/');
@@ -381,7 +382,7 @@ static int decode_origin(struct lookup_data *d, struct stat *lst, int *layer)
 	int i, fd;
 
 	n = ovl_get_ovl_xattr(d->fs, d->top_dirfd, d->top_name, "origin", (char *)fb, sizeof(fb));
-	if (n < 21 || fb[1] != 0xfb || fb[2] != n || (size_t)n - 21 > MAX_HANDLE_SZ)
+	if (n < 0 || ovl_fb_check(fb, (size_t)n) < 0)
 		return -ENODATA;
 	for (i = 0; i < n; i++)
 		snprintf(d->ohex + i * 2, 3, "%02x", fb[i]);

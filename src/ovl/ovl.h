@@ -82,6 +82,10 @@ int ovl_mkwhiteout(int dirfd, const char *name);
 /* the overlay.origin value (struct ovl_fb) of a real object */
 ssize_t ovl_encode_origin(struct ovl_fs *fs, int dirfd, const char *name, int layer,
 			  unsigned char *buf, size_t size);
+/* parsers of the on-disk format (pure; fuzzed) */
+int ovl_fb_check(const unsigned char *fb, size_t n);
+bool ovl_redirect_valid(const char *r, size_t n);
+int ovl_nlink_parse(const char *buf, size_t n, char *base, long *diff);
 /* run fn as the caller (fsuid/fsgid) so new objects get their owner */
 void ovl_cred_enter(const struct ovl_cred *cr, uid_t *olduid, gid_t *oldgid);
 void ovl_cred_leave(uid_t olduid, gid_t oldgid);

@@ -338,6 +338,15 @@ int ovl_params_verify(struct ovl_config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* A message quotes user input: keep it to one printable line. */
+static void one_line(char *s)
+{
+	for (; *s; s++) {
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+	}
+}
+
 /* Take the next comma-separated option; backslash-escaped commas stay. */
 static char *next_opt(char **sp)
 {
@@ -387,5 +396,7 @@ int ovl_params_parse(struct ovl_config *cfg, const char *opts, ovl_other_opt_fn 
 			break;
 	}
 	free(copy);
+	if (ret)
+		one_line(err);
 	return ret;
 }

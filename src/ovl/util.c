@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/fsuid.h>
 #include <sys/ioctl.h>
@@ -373,4 +374,61 @@ void ovl_cred_leave(uid_t olduid, gid_t oldgid)
 {
 	setfsuid(olduid);
 	setfsgid(oldgid);
+}
+
+/*
+ * Check an overlay.origin / overlay.upper value (struct ovl_fb): version 0,
+ * magic 0xfb, the length byte equal to the value's length, a handle that
+ * fits a struct file_handle.  Returns the handle length or -EINVAL.
+ */
+int ovl_fb_check(const unsigned char *fb, size_t n)
+{
+	if (n < 21 || n > 255 || fb[0] != 0 || fb[1] != 0xfb || fb[2] != n ||
+	    n - 21 > MAX_HANDLE_SZ)
+		return -EINVAL;
+	return (int)(n - 21);
+}
+
+/*
+ * A valid overlay.redirect: a name (no '/', not "." or "..") or an absolute
+ * path of such names, at most 256 bytes, as the kernel accepts.
+ */
+bool ovl_redirect_valid(const char *r, size_t n)
+{
+	size_t i, start;
+
+	if (n == 0 || n > 256 || memchr(r, '\0', n))
+		return false;
+	if (r[0] != '/')
+		return !memchr(r, '/', n) && !(n == 1 && r[0] == '.') &&
+		       !(n == 2 && r[0] == '.' && r[1] == '.');
+	for (start = 1, i = 1; i <= n; i++) {
+		if (i < n && r[i] != '/')
+			continue;
+		if (i == start || (i - start == 1 && r[start] == '.') ||
+		    (i - start == 2 && r[start] == '.' && r[start + 1] == '.'))
+			return false; /* empty, "." or ".." component */
+		start = i + 1;
+	}
+	return true;
+}
+
+/* Parse overlay.nlink ("U+1", "L-2"): 0 with base and diff, or -EINVAL. */
+int ovl_nlink_parse(const char *buf, size_t n, char *base, long *diff)
+{
+	char tmp[32], *end;
+	long v;
+
+	if (n < 3 || n >= sizeof(tmp) || (buf[0] != 'U' && buf[0] != 'L') ||
+	    (buf[1] != '+' && buf[1] != '-'))
+		return -EINVAL;
+	memcpy(tmp, buf, n);
+	tmp[n] = '\0';
+	errno = 0;
+	v = strtol(tmp + 1, &end, 10);
+	if (*end || errno || v < -65536 || v > 65536)
+		return -EINVAL;
+	*base = buf[0];
+	*diff = v;
+	return 0;
 }

@@ -274,6 +274,15 @@ static int daemonize(int *notify_fd)
 	return 0;
 }
 
+/* Paths and options in a message are user input: one printable line. */
+static void one_line(char *s)
+{
+	for (; *s; s++) {
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+	}
+}
+
 static int setup_union(struct cmdline *cl, struct ovl_config *cfg, struct sfs *s)
 {
 	char err[512] = "";
@@ -285,6 +294,7 @@ static int setup_union(struct cmdline *cl, struct ovl_config *cfg, struct sfs *s
 	if (!ret)
 		ret = ovl_fs_new(cfg, &s->fs, err, sizeof(err));
 	if (ret) {
+		one_line(err);
 		fprintf(stderr, "stratafs: %s\n", err[0] ? err : strerror(-ret));
 		return -1;
 	}

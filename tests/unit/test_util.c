@@ -81,13 +81,62 @@ static void test_private_xattr(void **state)
 	assert_false(ovl_is_private_xattr(&fs, "trusted.overlay.redirect"));
 }
 
+static void test_redirect_valid(void **state)
+{
+	static const char *const good[] = {"a", "name.with.dots", "/a", "/a/b/c", "..x", "/.x"};
+	static const char *const bad[] = {"",	   "a/b",    ".",     "..", "/",
+					  "/a//b", "/a/./b", "/a/..", "/a/"};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		assert_true(ovl_redirect_valid(good[i], strlen(good[i])));
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (ovl_redirect_valid(bad[i], strlen(bad[i])))
+			fail_msg("redirect '%s' accepted", bad[i]);
+	}
+	assert_false(ovl_redirect_valid("a\0b", 3));
+}
+
+static void test_nlink_parse(void **state)
+{
+	char base;
+	long diff;
+
+	(void)state;
+	assert_int_equal(ovl_nlink_parse("U+0", 3, &base, &diff), 0);
+	assert_int_equal(base, 'U');
+	assert_int_equal(diff, 0);
+	assert_int_equal(ovl_nlink_parse("L-12", 4, &base, &diff), 0);
+	assert_int_equal(base, 'L');
+	assert_int_equal(diff, -12);
+	assert_int_not_equal(ovl_nlink_parse("X+1", 3, &base, &diff), 0);
+	assert_int_not_equal(ovl_nlink_parse("U1", 2, &base, &diff), 0);
+	assert_int_not_equal(ovl_nlink_parse("U+1x", 4, &base, &diff), 0);
+	assert_int_not_equal(ovl_nlink_parse("U+99999999999999999999", 22, &base, &diff), 0);
+}
+
+static void test_fb_check(void **state)
+{
+	unsigned char fb[64] = {0, 0xfb, 29, 0, 1};
+
+	(void)state;
+	assert_int_equal(ovl_fb_check(fb, 29), 8);
+	fb[2] = 30;
+	assert_int_not_equal(ovl_fb_check(fb, 29), 8);
+	fb[2] = 29;
+	fb[1] = 0xfa;
+	assert_true(ovl_fb_check(fb, 29) < 0);
+	assert_true(ovl_fb_check(fb, 10) < 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_whiteout),
-	    cmocka_unit_test(test_markers),
-	    cmocka_unit_test(test_map_ino),
-	    cmocka_unit_test(test_private_xattr),
+	    cmocka_unit_test(test_whiteout),	   cmocka_unit_test(test_markers),
+	    cmocka_unit_test(test_map_ino),	   cmocka_unit_test(test_private_xattr),
+	    cmocka_unit_test(test_redirect_valid), cmocka_unit_test(test_nlink_parse),
+	    cmocka_unit_test(test_fb_check),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
