@@ -114,6 +114,8 @@ suite "interop" test_interop.py
 suite "crash" test_crash.py
 suite "full disk" test_enospc.py
 suite "permissions" test_perms.py
+suite "faults" test_faults.py
+suite "concurrency" test_stress.py
 
 echo "=== summary"
 for s in "${summary[@]}"; do echo "  $s"; done

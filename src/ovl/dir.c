@@ -345,16 +345,19 @@ static bool needs_index(struct ovl_fs *fs, struct ovl_node *node)
 
 /*
  * Before removing the last name of a file: an O_PATH fd of its real object,
- * so that files still open on it can be fstat()ed (nlink 0) afterwards.
+ * so that it can still be opened and fstat()ed (nlink 0) through the node.
  */
 static int pin_object(struct ovl_fs *fs, struct ovl_node *node, const struct stat *st)
 {
 	const char *name;
 	int dfd;
 
-	if (!S_ISREG(node->type) || st->st_nlink > 1 || !ovl_node_in_use(fs, node) ||
-	    ovl_real_at(fs, node, &dfd, &name))
-		return -1; /* only open files need it */
+	/*
+	 * The kernel may still open or stat the inode through a dentry it found
+	 * before the unlink (a concurrent open), as on any filesystem.
+	 */
+	if (!S_ISREG(node->type) || st->st_nlink > 1 || ovl_real_at(fs, node, &dfd, &name))
+		return -1;
 	return openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 }
 

@@ -42,6 +42,9 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 	fd = openat(dfd, name, flags);
 	if (fd < 0 && errno == EPERM && (flags & O_NOATIME))
 		fd = openat(dfd, name, flags & ~O_NOATIME);
+	/* a whiteout took the name (a concurrent unlink): the file is gone */
+	if (fd < 0 && errno == ENXIO && S_ISREG(node->type))
+		return -ENOENT;
 	return fd < 0 ? -errno : fd;
 }
 

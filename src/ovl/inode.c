@@ -470,17 +470,48 @@ void ovl_node_drop_name(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 int ovl_node_move_name(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *olddir,
 		       const char *oldname, struct ovl_node *newdir, const char *newname)
 {
-	struct ovl_loc *gone;
-	int ret;
+	struct ovl_loc *alias, *old = NULL;
+	char *copy;
+	int ret = 0;
 
 	pthread_mutex_lock(&node->cu_lock);
-	gone = take_alias(node, olddir, oldname);
+	alias = take_alias(node, olddir, oldname);
+	if (alias) {
+		/* another name of a hard link moved: the location stays, the alias follows */
+		copy = strdup(newname);
+		if (!copy) {
+			ret = -ENOMEM;
+			alias->retired = node->aliases;
+			node->aliases = alias;
+			goto out;
+		}
+		ovl_node_ref(fs, newdir);
+		old = alias;
+		alias = calloc(1, sizeof(*alias));
+		if (!alias) {
+			ovl_node_unref(fs, newdir);
+			free(copy);
+			old->retired = node->aliases;
+			node->aliases = old;
+			old = NULL;
+			ret = -ENOMEM;
+			goto out;
+		}
+		alias->parent = newdir;
+		alias->name = copy;
+		alias->layer = 0;
+		alias->dirfd = -1;
+		alias->retired = node->aliases;
+		node->aliases = alias;
+		goto out;
+	}
 	ovl_node_ref(fs, newdir);
 	ret = ovl_node_set_loc(node, newdir, newname, 0, ovl_loc_of(node)->iname);
-	pthread_mutex_unlock(&node->cu_lock);
 	if (ret)
 		ovl_node_unref(fs, newdir);
-	free_alias(fs, gone);
+out:
+	pthread_mutex_unlock(&node->cu_lock);
+	free_alias(fs, old);
 	return ret;
 }
 

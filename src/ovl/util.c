@@ -233,6 +233,9 @@ int ovl_real_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 		return -errno;
 	if (node->detached)
 		st->st_nlink = 0; /* unlinked while open, as the kernel's overlay reports */
+	/* the name now holds another kind of object: this node is stale */
+	if ((st->st_mode & S_IFMT) != node->type)
+		return -ESTALE;
 	return 0;
 }
 

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""test_faults.py -- stratafs when the world misbehaves.
+
+  - an upper filesystem without xattr support (ramfs): the mount is refused
+    with one line on stderr, nothing mounted (the kernel refuses it too);
+  - the upper filesystem remounted read-only under a live mount: writes fail
+    with EROFS, reads go on, nothing crashes, umount ends the daemon;
+  - a lower layer removed while mounted: errors, no crash, no hang;
+  - 10,000 files open at once through the mount;
+  - a copy-up interrupted by a signal to the writer: the mount stays usable,
+    and the file shows either the lower content or a whole copy.
+Each check prints `ok - ...` or `not ok - ...`; the last line is
+`N passed, N failed`.
+"""
+import argparse
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+RESULTS = []
+
+
+def check(name, cond, why=""):
+    RESULTS.append(bool(cond))
+    print(("ok - %s" % name) if cond else ("not ok - %s: %s" % (name, why)))
+
+
+def mounted(path):
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+def daemon_pids(mnt):
+    out = subprocess.run(["pgrep", "-f", "stratafs.* %s( |$)" % mnt], capture_output=True,
+                         text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def umount(path):
+    if mounted(path):
+        if subprocess.run(["umount", path], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", path], capture_output=True)
+
+
+def stratafs(binary, mnt, opts, extra):
+    if extra:
+        opts += "," + extra
+    return subprocess.run([binary, "fault", mnt, "-o", opts], capture_output=True, text=True,
+                          timeout=30)
+
+
+def mkdirs(*paths):
+    for p in paths:
+        os.makedirs(p, exist_ok=True)
+
+
+def test_no_xattr(binary, tmp, extra):
+    base = os.path.join(tmp, "ramfs")
+    mkdirs(base)
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", base], check=True)
+    try:
+        lo, up, wk, mnt = (os.path.join(base, n) for n in ("l", "u", "w", "m"))
+        mkdirs(lo, up, wk, mnt)
+        r = stratafs(binary, mnt, "lowerdir=%s,upperdir=%s,workdir=%s" % (lo, up, wk), extra)
+        lines = r.stderr.strip().splitlines()
+        check("upper without xattrs: mount refused with one line",
+              r.returncode != 0 and len(lines) == 1 and "xattr" in r.stderr and not mounted(mnt),
+              "rc %d, stderr %r" % (r.returncode, r.stderr))
+        umount(mnt)
+    finally:
+        subprocess.run(["umount", base], capture_output=True)
+
+
+def test_erofs(binary, tmp, extra):
+    base = os.path.join(tmp, "rofs")
+    mkdirs(base)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", base], check=True)
+    lo = os.path.join(tmp, "erofs-lower")
+    mkdirs(lo)
+    with open(os.path.join(lo, "a"), "w") as f:
+        f.write("lower a\n")
+    up, wk, mnt = (os.path.join(base, n) for n in ("u", "w", "m"))
+    mkdirs(up, wk)
+    mnt = os.path.join(tmp, "erofs-mnt")
+    mkdirs(mnt)
+    try:
+        r = stratafs(binary, mnt, "lowerdir=%s,upperdir=%s,workdir=%s" % (lo, up, wk), extra)
+        if r.returncode:
+            check("EROFS: mount", False, r.stderr)
+            return
+        with open(os.path.join(mnt, "before"), "w") as f:
+            f.write("x")
+        subprocess.run(["mount", "-o", "remount,ro", base], check=True)
+        errs = []
+        for what, fn in (("create", lambda: open(os.path.join(mnt, "new"), "w")),
+                         ("copy-up", lambda: open(os.path.join(mnt, "a"), "a")),
+                         ("mkdir", lambda: os.mkdir(os.path.join(mnt, "d"))),
+                         ("unlink", lambda: os.unlink(os.path.join(mnt, "before")))):
+            try:
+                fn()
+                errs.append("%s succeeded" % what)
+            except OSError as e:
+                if e.errno != 30:
+                    errs.append("%s: %s" % (what, os.strerror(e.errno)))
+        check("EROFS: writes fail with EROFS once the upper fs is read-only", not errs,
+              "; ".join(errs))
+        with open(os.path.join(mnt, "a")) as f:
+            data = f.read()
+        check("EROFS: reads go on", data == "lower a\n", repr(data))
+        subprocess.run(["mount", "-o", "remount,rw", base], check=True)
+        with open(os.path.join(mnt, "a"), "a") as f:
+            f.write("more\n")
+        check("EROFS: writes work again after remount rw", True)
+    finally:
+        umount(mnt)
+        time.sleep(0.3)
+        check("EROFS: umount ends the daemon", not daemon_pids(mnt), "daemon still running")
+        subprocess.run(["umount", base], capture_output=True)
+
+
+def test_vanishing_lower(binary, tmp, extra):
+    lo1, lo2 = os.path.join(tmp, "van1"), os.path.join(tmp, "van2")
+    mkdirs(os.path.join(lo1, "d"), os.path.join(lo2, "d"))
+    for i in range(50):
+        with open(os.path.join(lo2, "d", "f%d" % i), "w") as f:
+            f.write("x" * i)
+    mnt = os.path.join(tmp, "van-mnt")
+    mkdirs(mnt)
+    r = stratafs(binary, mnt, "lowerdir=%s:%s" % (lo1, lo2), extra)
+    if r.returncode:
+        check("vanishing lower: mount", False, r.stderr)
+        return
+    try:
+        os.listdir(os.path.join(mnt, "d"))
+        shutil.rmtree(lo2)
+        problems = []
+        for i in range(50):
+            try:
+                with open(os.path.join(mnt, "d", "f%d" % i)) as f:
+                    f.read()
+            except OSError:
+                pass  # errors are fine; a hang or a dead daemon is not
+        try:
+            os.listdir(os.path.join(mnt, "d"))
+            os.stat(mnt)
+        except OSError as e:
+            if e.errno in (107, 103):  # ENOTCONN, ECONNABORTED: the daemon died
+                problems.append("daemon gone: %s" % os.strerror(e.errno))
+        check("vanishing lower: errors, no crash, no hang", not problems and daemon_pids(mnt),
+              "; ".join(problems) or "daemon not running")
+    finally:
+        umount(mnt)
+
+
+def test_many_open(binary, tmp, extra):
+    lo1, lo2 = os.path.join(tmp, "many1"), os.path.join(tmp, "many2")
+    mkdirs(lo1, lo2)
+    n = 10000
+    for i in range(n):
+        with open(os.path.join(lo2, "f%05d" % i), "w") as f:
+            f.write(str(i))
+    mnt = os.path.join(tmp, "many-mnt")
+    mkdirs(mnt)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, n + 100), max(hard, n + 100)))
+    r = stratafs(binary, mnt, "lowerdir=%s:%s" % (lo1, lo2), extra)
+    if r.returncode:
+        check("10,000 open files: mount", False, r.stderr)
+        return
+    fds = []
+    try:
+        for i in range(n):
+            fds.append(os.open(os.path.join(mnt, "f%05d" % i), os.O_RDONLY))
+        bad = [i for i, fd in enumerate(fds) if os.pread(fd, 16, 0) != str(i).encode()]
+        check("10,000 files open at once read right", not bad, "%d wrong" % len(bad))
+    except OSError as e:
+        check("10,000 files open at once read right", False,
+              "after %d opens: %s" % (len(fds), os.strerror(e.errno)))
+    finally:
+        for fd in fds:
+            os.close(fd)
+        umount(mnt)
+
+
+def test_interrupted_copyup(binary, tmp, extra):
+    lo = os.path.join(tmp, "intr-lower")
+    up, wk, mnt = (os.path.join(tmp, n) for n in ("intr-u", "intr-w", "intr-m"))
+    mkdirs(lo, up, wk, mnt)
+    big = os.path.join(lo, "big")
+    with open(big, "wb") as f:
+        for _ in range(256):
+            f.write(os.urandom(1 << 20))
+    with open(big, "rb") as f:
+        lower = f.read()
+    r = stratafs(binary, mnt, "lowerdir=%s,upperdir=%s,workdir=%s" % (lo, up, wk), extra)
+    if r.returncode:
+        check("interrupted copy-up: mount", False, r.stderr)
+        return
+    try:
+        code = "import os; fd = os.open(%r, os.O_WRONLY | os.O_APPEND); os.write(fd, b'!')" % \
+            os.path.join(mnt, "big")
+        p = subprocess.Popen([sys.executable, "-c", code])
+        time.sleep(0.15)
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=60)
+        with open(os.path.join(mnt, "big"), "rb") as f:
+            now = f.read()
+        check("interrupted copy-up: the file is whole (lower or lower+append)",
+              now in (lower, lower + b"!"), "size %d" % len(now))
+        with open(os.path.join(mnt, "after"), "w") as f:
+            f.write("ok")
+        check("interrupted copy-up: the mount stays usable", True)
+    finally:
+        umount(mnt)
+    check("interrupted copy-up: no temporaries left in the workdir",
+          not os.listdir(os.path.join(wk, "work")), str(os.listdir(os.path.join(wk, "work"))))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--stratafs", default="build/stratafs")
+    ap.add_argument("--extra-opts", default=os.environ.get("STRATAFS_EXTRA_OPTS", ""))
+    a = ap.parse_args()
+    binary = os.path.abspath(a.stratafs)
+    tmp = tempfile.mkdtemp(prefix="strata-faults-")
+    try:
+        for t in (test_no_xattr, test_erofs, test_vanishing_lower, test_many_open,
+                  test_interrupted_copyup):
+            try:
+                t(binary, tmp, a.extra_opts)
+            except Exception as e:  # a broken test is a failed test
+                check(t.__name__, False, "%s: %s" % (type(e).__name__, e))
+    finally:
+        subprocess.run(["sh", "-c", "grep ' %s' /proc/self/mountinfo | awk '{print $5}' | "
+                        "sort -r | xargs -r -n1 umount -l" % tmp], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    passed = sum(RESULTS)
+    print("%d passed, %d failed" % (passed, len(RESULTS) - passed))
+    return 0 if passed == len(RESULTS) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
