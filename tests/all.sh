@@ -6,7 +6,7 @@ set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 "$top/scripts/bootstrap.sh" || exit 1
-"$top/scripts/build.sh" --asan || { echo "0 passed, 1 failed"; exit 1; }
+"$top/scripts/build.sh" --asan --tsan || { echo "0 passed, 1 failed"; exit 1; }
 
 asan_dir=$(mktemp -d /tmp/strata-asan.XXXXXX)
 total_pass=0
@@ -32,6 +32,21 @@ for b in build build-asan; do
 	total_pass=$((total_pass + p))
 	total_fail=$((total_fail + f))
 done
+# the concurrency suite under ThreadSanitizer: any race report fails it
+echo "== concurrency under TSan"
+tsan_dir=$(mktemp -d /tmp/strata-tsan.XXXXXX)
+if TSAN_OPTIONS="log_path=$tsan_dir/tsan:halt_on_error=0" \
+	python3 "$top/tests/integration/test_stress.py" --stratafs "$top/build-tsan/stratafs" \
+	--seconds 6 && ! ls "$tsan_dir"/* >/dev/null 2>&1; then
+	echo "ok - concurrency under TSan, no race report"
+	total_pass=$((total_pass + 1))
+else
+	echo "not ok - concurrency under TSan"
+	cat "$tsan_dir"/* 2>/dev/null | head -n 80
+	total_fail=$((total_fail + 1))
+fi
+rm -rf "$tsan_dir"
+
 # the libFuzzer targets, a bounded run each
 echo "== fuzzing (tests/fuzz.sh)"
 log=$(mktemp)

@@ -370,11 +370,8 @@ static void forget_name(struct ovl_fs *fs, struct ovl_node *node, const struct s
 	if (pinfd < 0)
 		return;
 	pthread_mutex_lock(&node->cu_lock);
-	if (ovl_node_set_loc(node, NULL, "", ovl_loc_of(node)->layer, NULL) == 0) {
-		ovl_loc_of(node)->dirfd = pinfd;
-		node->detached = true;
+	if (ovl_node_pin(node, pinfd) == 0)
 		pinfd = -1;
-	}
 	pthread_mutex_unlock(&node->cu_lock);
 	if (pinfd >= 0)
 		close(pinfd);

@@ -165,6 +165,23 @@ int ovl_node_set_loc(struct ovl_node *node, struct ovl_node *parent, const char 
 	return 0;
 }
 
+/* The node's last name is gone: its object is reached through fd from now on. */
+int ovl_node_pin(struct ovl_node *node, int fd)
+{
+	struct ovl_loc *loc = calloc(1, sizeof(*loc));
+
+	if (!loc || !(loc->name = strdup(""))) {
+		free(loc);
+		return -ENOMEM;
+	}
+	loc->layer = ovl_loc_of(node)->layer;
+	loc->dirfd = fd;
+	loc->retired = atomic_load(&node->loc);
+	atomic_store(&node->detached, true);
+	atomic_store_explicit(&node->loc, loc, memory_order_release);
+	return 0;
+}
+
 int ovl_node_set_stack(struct ovl_node *node, struct ovl_stack *st)
 {
 	st->retired = atomic_load(&node->stack);

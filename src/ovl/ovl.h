@@ -110,6 +110,8 @@ size_t ovl_node_count(struct ovl_fs *fs);
 /* replace a node's location (rename, copy-up); takes over the parent ref */
 int ovl_node_set_loc(struct ovl_node *node, struct ovl_node *parent, const char *name, int layer,
 		     const char *iname);
+/* the node's last name is gone: reach its object through an O_PATH fd */
+int ovl_node_pin(struct ovl_node *node, int fd);
 /* replace a directory node's stack; the fds of the old one move over */
 int ovl_node_set_stack(struct ovl_node *node, struct ovl_stack *st);
 /* names of hard-linked nodes: the kernel knows each, any may become loc */

@@ -58,9 +58,9 @@ struct ovl_layer {
 
 /* One real directory of a merged directory, top first. */
 struct ovl_path {
-	int layer; /* index into ovl_fs.layers */
-	int fd;	   /* O_RDONLY|O_DIRECTORY; owned by the node */
-	uint8_t flags;
+	int layer;	       /* index into ovl_fs.layers */
+	int fd;		       /* O_RDONLY|O_DIRECTORY; owned by the node */
+	_Atomic uint8_t flags; /* OVL_PATH_*; impure may be added while published */
 };
 
 #define OVL_PATH_OPAQUE	    (1u << 0) /* stops the merge below */
@@ -115,9 +115,9 @@ struct ovl_node {
 	bool lower;			   /* (cu) a lower object is (or was) behind the name */
 	char *redirect;			   /* (cu) directories: overlay.redirect, or NULL */
 	bool opaque;			   /* (cu) directories: the upper dir is opaque */
-	bool impure;			   /* (cu) directories: upper dir marked impure */
+	_Atomic bool impure;		   /* (cu) directories: upper dir marked impure */
 	bool indexed;			   /* (cu) files: the upper inode lives in workdir/index */
-	bool detached;			   /* (cu) files: no name left; open files keep it alive */
+	_Atomic bool detached;		   /* (cu) files: no name left; open files keep it alive */
 	nlink_t lower_nlink;		   /* (cu) files: st_nlink of the lower object at lookup */
 	struct ovl_loc *aliases;	/* (cu) files: other names the kernel knows (hard links) */
 	_Atomic(struct ovl_loc *) data; /* metacopy: where the data is (a lower file), or NULL */
