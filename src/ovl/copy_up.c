@@ -219,21 +219,6 @@ int ovl_set_impure(struct ovl_fs *fs, struct ovl_node *dir)
 	return 0;
 }
 
-static int index_hex(struct ovl_fs *fs, int ldfd, const char *lname, int layer, char *hex,
-		     size_t size)
-{
-	unsigned char fb[256];
-	ssize_t n = ovl_encode_origin(fs, ldfd, lname, layer, fb, sizeof(fb)), i;
-
-	if (n < 0)
-		return (int)n;
-	if ((size_t)n * 2 + 1 > size)
-		return -ENAMETOOLONG;
-	for (i = 0; i < n; i++)
-		snprintf(hex + i * 2, 3, "%02x", fb[i]);
-	return 0;
-}
-
 /* A lower hard link: copy into workdir/index once, link every name to it. */
 static int copy_up_indexed(struct ovl_fs *fs, int ldfd, const char *lname, int layer,
 			   const struct stat *st, int updfd, const char *name, char *hex, bool data)
@@ -242,7 +227,7 @@ static int copy_up_indexed(struct ovl_fs *fs, int ldfd, const char *lname, int l
 	struct stat ist;
 	int ret;
 
-	ret = index_hex(fs, ldfd, lname, layer, hex, 600);
+	ret = ovl_index_name(fs, ldfd, lname, layer, hex, 600);
 	if (ret)
 		return ret;
 	if (fstatat(fs->index_fd, hex, &ist, AT_SYMLINK_NOFOLLOW) < 0) {

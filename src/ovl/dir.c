@@ -27,18 +27,10 @@
 
 #define REDIRECT_MAX 256
 
-struct linux_dirent64 {
-	uint64_t d_ino;
-	int64_t d_off;
-	unsigned short d_reclen;
-	unsigned char d_type;
-	char d_name[];
-};
-
 /* Remove name (a whole tree if it is a directory) inside dirfd. */
 int ovl_cleanup_tree(int dirfd, const char *name)
 {
-	struct linux_dirent64 *de;
+	struct ovl_dirent64 *de;
 	char *buf;
 	long n, pos;
 	int fd, ret = 0;
@@ -61,7 +53,7 @@ int ovl_cleanup_tree(int dirfd, const char *name)
 	}
 	while (!ret && (n = syscall(SYS_getdents64, fd, buf, 8192)) > 0) {
 		for (pos = 0; pos < n && !ret; pos += de->d_reclen) {
-			de = (struct linux_dirent64 *)(buf + pos);
+			de = (struct ovl_dirent64 *)(buf + pos);
 			if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
 				ret = ovl_cleanup_tree(fd, de->d_name);
 		}

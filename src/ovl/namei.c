@@ -384,8 +384,7 @@ static int decode_origin(struct lookup_data *d, struct stat *lst, int *layer)
 	n = ovl_get_ovl_xattr(d->fs, d->top_dirfd, d->top_name, "origin", (char *)fb, sizeof(fb));
 	if (n < 0 || ovl_fb_check(fb, (size_t)n) < 0)
 		return -ENODATA;
-	for (i = 0; i < n; i++)
-		snprintf(d->ohex + i * 2, 3, "%02x", fb[i]);
+	ovl_hex(fb, (size_t)n, d->ohex);
 	h.fh.handle_bytes = (unsigned int)(n - 21);
 	h.fh.handle_type = fb[4];
 	memcpy(h.fh.f_handle, fb + 21, h.fh.handle_bytes);
@@ -465,23 +464,6 @@ static void find_identity(struct lookup_data *d, struct ovl_node *dir, struct id
 	id->ino_shown = ovl_map_ino(d->fs, layer, lst.st_ino);
 }
 
-/* hex name of the index entry of a lower object */
-static int index_name(struct lookup_data *d, int dirfd, const char *name, int layer, char *hex,
-		      size_t size)
-{
-	unsigned char fb[256];
-	ssize_t n = ovl_encode_origin(d->fs, dirfd, name, layer, fb, sizeof(fb));
-	ssize_t i;
-
-	if (n < 0)
-		return (int)n;
-	if ((size_t)n * 2 + 1 > size)
-		return -ENAMETOOLONG;
-	for (i = 0; i < n; i++)
-		snprintf(hex + i * 2, 3, "%02x", fb[i]);
-	return 0;
-}
-
 static bool set_data(struct ovl_node *n, struct lookup_data *d)
 {
 	struct ovl_loc *data = calloc(1, sizeof(*data));
@@ -523,7 +505,7 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 
 	} else if (d->fs->index_fd >= 0 && d->top_layer > 0 && S_ISREG(d->top.st_mode) &&
 		   d->top.st_nlink > 1 &&
-		   !index_name(d, d->top_dirfd, name, d->top_layer, hex, sizeof(hex))) {
+		   !ovl_index_name(d->fs, d->top_dirfd, name, d->top_layer, hex, sizeof(hex))) {
 		struct stat ist;
 
 		/* a lower hard link copied up through another name lives in the index */

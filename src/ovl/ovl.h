@@ -12,6 +12,15 @@
 #include <stddef.h>
 #include <sys/statvfs.h>
 
+/* An entry as getdents64(2) returns it. */
+struct ovl_dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
 /* Who asks: the caller's identity, for new objects and permission rules. */
 struct ovl_cred {
 	uid_t uid;
@@ -82,6 +91,10 @@ int ovl_mkwhiteout(int dirfd, const char *name);
 /* the overlay.origin value (struct ovl_fb) of a real object */
 ssize_t ovl_encode_origin(struct ovl_fs *fs, int dirfd, const char *name, int layer,
 			  unsigned char *buf, size_t size);
+void ovl_hex(const unsigned char *buf, size_t n, char *out);
+/* the workdir/index entry name of a lower object (hex of its origin) */
+int ovl_index_name(struct ovl_fs *fs, int dirfd, const char *name, int layer, char *hex,
+		   size_t size);
 /* parsers of the on-disk format (pure; fuzzed) */
 int ovl_fb_check(const unsigned char *fb, size_t n);
 bool ovl_redirect_valid(const char *r, size_t n);

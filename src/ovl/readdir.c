@@ -22,14 +22,6 @@
 #define GETDENTS_BUF (64 * 1024)
 #define NAME_CHUNK   (64 * 1024)
 
-struct linux_dirent64 {
-	uint64_t d_ino;
-	int64_t d_off;
-	unsigned short d_reclen;
-	unsigned char d_type;
-	char d_name[];
-};
-
 /* Names live in chunks that never move, so entries can point into them. */
 struct name_chunk {
 	struct name_chunk *next;
@@ -187,8 +179,7 @@ static uint64_t entry_ino(struct dir_build *b, const struct ovl_path *p, const c
 }
 
 /* Decide about one real entry of layer p; adds it to the listing if shown. */
-static int take_entry(struct dir_build *b, const struct ovl_path *p,
-		      const struct linux_dirent64 *de)
+static int take_entry(struct dir_build *b, const struct ovl_path *p, const struct ovl_dirent64 *de)
 {
 	const char *name = de->d_name, *stored = NULL;
 	unsigned char type = de->d_type;
@@ -232,7 +223,7 @@ static int take_entry(struct dir_build *b, const struct ovl_path *p,
 
 static int read_layer(struct dir_build *b, const struct ovl_path *p, char *buf)
 {
-	struct linux_dirent64 *de;
+	struct ovl_dirent64 *de;
 	long n, pos;
 	int fd, ret = 0;
 
@@ -248,7 +239,7 @@ static int read_layer(struct dir_build *b, const struct ovl_path *p, char *buf)
 		if (n == 0)
 			break;
 		for (pos = 0; pos < n; pos += de->d_reclen) {
-			de = (struct linux_dirent64 *)(buf + pos);
+			de = (struct ovl_dirent64 *)(buf + pos);
 			ret = take_entry(b, p, de);
 			if (ret)
 				goto out;

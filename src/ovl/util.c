@@ -435,3 +435,31 @@ int ovl_nlink_parse(const char *buf, size_t n, char *base, long *diff)
 	*diff = v;
 	return 0;
 }
+
+/* Lowercase hex of buf into out (2n+1 bytes), as index entry names are written. */
+void ovl_hex(const unsigned char *buf, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[buf[i] >> 4];
+		out[2 * i + 1] = digits[buf[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* The name of the index entry of a lower object: the hex of its origin. */
+int ovl_index_name(struct ovl_fs *fs, int dirfd, const char *name, int layer, char *hex,
+		   size_t size)
+{
+	unsigned char fb[256];
+	ssize_t n = ovl_encode_origin(fs, dirfd, name, layer, fb, sizeof(fb));
+
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n * 2 + 1 > size)
+		return -ENAMETOOLONG;
+	ovl_hex(fb, (size_t)n, hex);
+	return 0;
+}
