@@ -306,6 +306,7 @@ static int setup_union(struct cmdline *cl, struct ovl_config *cfg, struct sfs *s
 	s->neg_timeout = cl->neg_timeout;
 	s->want_passthrough = !cl->no_passthrough;
 	s->pt = pt_table_new();
+	sfs_files_init(s);
 	return s->pt ? 0 : -1;
 }
 
@@ -382,6 +383,8 @@ static int serve(struct cmdline *cl, struct sfs *s)
 		}
 	}
 	fw_session_loop(s->se, mp);
+	/* the kernel drops releases still queued when the connection ends */
+	sfs_files_release_all(s);
 	fw_session_destroy(s->se);
 	return 0;
 }

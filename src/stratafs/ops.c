@@ -28,6 +28,62 @@ static struct ovl_file *file_of(uint64_t fh)
 	return ((struct sfs_file *)(uintptr_t)fh)->f;
 }
 
+void sfs_files_init(struct sfs *s)
+{
+	int i;
+
+	for (i = 0; i < SFS_FILE_SHARDS; i++)
+		pthread_mutex_init(&s->files[i].lock, NULL);
+}
+
+static void files_add(struct sfs *s, struct sfs_file *sf)
+{
+	struct sfs_files *fl;
+
+	sf->shard = (unsigned int)(((uintptr_t)sf >> 6) % SFS_FILE_SHARDS);
+	fl = &s->files[sf->shard];
+	pthread_mutex_lock(&fl->lock);
+	sf->prev = NULL;
+	sf->next = fl->head;
+	if (fl->head)
+		fl->head->prev = sf;
+	fl->head = sf;
+	pthread_mutex_unlock(&fl->lock);
+}
+
+static void files_del(struct sfs *s, struct sfs_file *sf)
+{
+	struct sfs_files *fl = &s->files[sf->shard];
+
+	pthread_mutex_lock(&fl->lock);
+	if (sf->prev)
+		sf->prev->next = sf->next;
+	else
+		fl->head = sf->next;
+	if (sf->next)
+		sf->next->prev = sf->prev;
+	pthread_mutex_unlock(&fl->lock);
+}
+
+void sfs_files_release_all(struct sfs *s)
+{
+	struct sfs_file *sf, *next;
+	int i;
+
+	for (i = 0; i < SFS_FILE_SHARDS; i++) {
+		for (sf = s->files[i].head; sf; sf = next) {
+			next = sf->next;
+			if (sf->d)
+				ovl_releasedir(s->fs, sf->d);
+			else
+				ovl_release(s->fs, sf->f);
+			free(sf);
+		}
+		s->files[i].head = NULL;
+		pthread_mutex_destroy(&s->files[i].lock);
+	}
+}
+
 /* Wrap an engine file for the kernel: choose passthrough or daemon io. */
 static int file_reply(struct sfs *s, struct ovl_node *n, struct ovl_file *f, struct fw_open *o)
 {
@@ -42,6 +98,7 @@ static int file_reply(struct sfs *s, struct ovl_node *n, struct ovl_file *f, str
 	o->open_flags = FW_FOPEN_KEEP_CACHE | FW_FOPEN_NOFLUSH;
 	sf->mode = pt_open(s, n, f->fd, o);
 	o->fh = (uint64_t)(uintptr_t)sf;
+	files_add(s, sf);
 	return 0;
 }
 
@@ -407,6 +464,7 @@ static int sfs_release(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64
 	(void)flags;
 	(void)lock_owner;
 	(void)flock_unlock;
+	files_del(s, sf);
 	pt_release(s, node_of(s, nodeid), sf->mode);
 	ovl_release(s->fs, sf->f);
 	free(sf);
@@ -417,6 +475,7 @@ static int sfs_opendir(void *ud, const struct fw_ctx *c, uint64_t nodeid, int fl
 		       struct fw_open *o)
 {
 	struct sfs *s = ud;
+	struct sfs_file *sf;
 	struct ovl_dir *d;
 	int ret;
 
@@ -425,7 +484,14 @@ static int sfs_opendir(void *ud, const struct fw_ctx *c, uint64_t nodeid, int fl
 	ret = ovl_opendir(s->fs, node_of(s, nodeid), &d);
 	if (ret)
 		return ret;
-	o->fh = (uint64_t)(uintptr_t)d;
+	sf = calloc(1, sizeof(*sf));
+	if (!sf) {
+		ovl_releasedir(s->fs, d);
+		return -ENOMEM;
+	}
+	sf->d = d;
+	files_add(s, sf);
+	o->fh = (uint64_t)(uintptr_t)sf;
 	o->open_flags = FW_FOPEN_KEEP_CACHE | FW_FOPEN_CACHE_DIR;
 	return 0;
 }
@@ -466,16 +532,19 @@ static int sfs_readdir(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64
 	struct fill_ctx fc = {.s = s, .dir = node_of(s, nodeid), .b = b};
 
 	(void)c;
-	return ovl_readdir(s->fs, (struct ovl_dir *)(uintptr_t)fh, off, fill_one, &fc);
+	return ovl_readdir(s->fs, ((struct sfs_file *)(uintptr_t)fh)->d, off, fill_one, &fc);
 }
 
 static int sfs_releasedir(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh)
 {
 	struct sfs *s = ud;
+	struct sfs_file *sf = (struct sfs_file *)(uintptr_t)fh;
 
 	(void)c;
 	(void)nodeid;
-	ovl_releasedir(s->fs, (struct ovl_dir *)(uintptr_t)fh);
+	files_del(s, sf);
+	ovl_releasedir(s->fs, sf->d);
+	free(sf);
 	return 0;
 }
 

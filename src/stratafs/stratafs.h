@@ -22,7 +22,18 @@ enum pt_mode {
 /* An open file as the daemon keeps it (the FUSE fh points here). */
 struct sfs_file {
 	struct ovl_file *f;
+	struct ovl_dir *d; /* an open directory instead of f */
 	enum pt_mode mode;
+	struct sfs_file *prev, *next; /* (files shard lock) every open file, for shutdown */
+	unsigned int shard;
+};
+
+#define SFS_FILE_SHARDS 16
+
+/* The open files, so that those the kernel never releases can be freed at exit. */
+struct sfs_files {
+	pthread_mutex_t lock;
+	struct sfs_file *head;
 };
 
 /* The daemon's one context: the mounted union and how it is served. */
@@ -36,6 +47,7 @@ struct sfs {
 	bool want_passthrough; /* -o passthrough (default on) */
 	bool passthrough;      /* granted by the kernel at INIT */
 	struct pt_table *pt;   /* passthrough state per node */
+	struct sfs_files files[SFS_FILE_SHARDS];
 };
 
 /* passthrough.c */
@@ -46,5 +58,8 @@ void pt_release(struct sfs *s, const struct ovl_node *node, enum pt_mode mode);
 
 /* ops.c */
 extern const struct fw_ops sfs_ops;
+void sfs_files_init(struct sfs *s);
+/* release what the kernel left open when the connection ended */
+void sfs_files_release_all(struct sfs *s);
 
 #endif
