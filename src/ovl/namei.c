@@ -87,7 +87,9 @@ static int check_dir_xattrs(struct lookup_data *d, struct ovl_path *p, char *red
 	ssize_t n;
 
 	*has_redirect = false;
-	if (faccessat(p->fd, ".wh..wh..opq", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+	/* aufs markers come with image layers, never in an upper layer */
+	if (!fs->layers[p->layer].is_upper &&
+	    faccessat(p->fd, ".wh..wh..opq", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
 		p->flags |= OVL_PATH_OPAQUE;
 	/* one listxattr answers "no overlay xattrs" for most directories */
 	n = flistxattr(p->fd, list, sizeof(list) - 1);
