@@ -416,6 +416,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 static int copy_up(struct ovl_fs *fs, struct ovl_node *node, bool data)
 {
 	struct ovl_node *parent;
+	bool copied;
 	int ret;
 
 	if (!fs->has_upper)
@@ -430,9 +431,18 @@ static int copy_up(struct ovl_fs *fs, struct ovl_node *node, bool data)
 		return ret;
 	pthread_mutex_lock(&node->cu_lock);
 	ret = 0;
-	if (!ovl_has_upper(fs, node))
+	copied = false;
+	if (!ovl_has_upper(fs, node)) {
 		ret = copy_up_locked(fs, node, parent, data);
+		copied = !ret;
+	}
 	pthread_mutex_unlock(&node->cu_lock);
+	if (copied && fs->changed) {
+		/* a directory may now be merged (st_nlink 1); the parent's times moved */
+		if (S_ISDIR(node->type))
+			fs->changed(fs->changed_ctx, node);
+		fs->changed(fs->changed_ctx, parent);
+	}
 	return ret;
 }
 

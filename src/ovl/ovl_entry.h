@@ -151,6 +151,9 @@ struct ovl_fs {
 	_Atomic uint64_t tmp_seq;     /* names of temporaries */
 	bool fsync_copy;	      /* fsync copied-up data before it is renamed in */
 	pthread_rwlock_t rename_lock; /* write: renames move nodes; read: copy-up walks */
+	/* told when a node's attributes change behind the caller's back (copy-up) */
+	void (*changed)(void *ctx, struct ovl_node *node);
+	void *changed_ctx;
 	struct ovl_node *root;
 	struct ovl_node_shard shards[OVL_NODE_SHARDS];
 };

@@ -307,6 +307,8 @@ static int setup_union(struct cmdline *cl, struct ovl_config *cfg, struct sfs *s
 	s->want_passthrough = !cl->no_passthrough;
 	s->pt = pt_table_new();
 	sfs_files_init(s);
+	s->fs->changed = sfs_changed;
+	s->fs->changed_ctx = s;
 	return s->pt ? 0 : -1;
 }
 

@@ -28,6 +28,15 @@ static struct ovl_file *file_of(uint64_t fh)
 	return ((struct sfs_file *)(uintptr_t)fh)->f;
 }
 
+/* The engine changed a node's attributes: drop the kernel's cached copy. */
+void sfs_changed(void *ctx, struct ovl_node *node)
+{
+	struct sfs *s = ctx;
+
+	if (s->se)
+		fw_notify_inval_inode(s->se, id_of(s, node), -1, 0);
+}
+
 void sfs_files_init(struct sfs *s)
 {
 	int i;

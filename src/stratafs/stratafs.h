@@ -59,6 +59,7 @@ void pt_release(struct sfs *s, const struct ovl_node *node, enum pt_mode mode);
 /* ops.c */
 extern const struct fw_ops sfs_ops;
 void sfs_files_init(struct sfs *s);
+void sfs_changed(void *ctx, struct ovl_node *node);
 /* release what the kernel left open when the connection ended */
 void sfs_files_release_all(struct sfs *s);
 
