@@ -147,6 +147,11 @@ static int create_upper(struct ovl_fs *fs, int updfd, const char *name, bool ove
 	ovl_cred_leave(ou, og);
 	if (ret)
 		return ret;
+	/* mkdir drops S_ISGID that the real parent would have given: set it */
+	if (S_ISDIR(mode) && (mode & S_ISGID) && fchmodat(fs->work_fd, tmp, mode & 07777, 0) < 0) {
+		ret = -errno;
+		goto out_cleanup;
+	}
 	if (S_ISDIR(mode)) {
 		ret = ovl_set_ovl_xattr(fs, fs->work_fd, tmp, "opaque", "y", 1);
 		if (ret)

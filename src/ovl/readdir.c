@@ -268,7 +268,8 @@ static int read_stack(struct dir_build *b)
 
 	if (!buf)
 		return -ENOMEM;
-	b->merged = st->n > 1;
+	/* rmdir's emptiness check filters whiteouts even in unmerged dirs, as the kernel */
+	b->merged = st->n > 1 || b->count_only;
 	for (i = 0; i < st->n && !ret; i++) {
 		/* from an opaque=x dir down, regular files may be xwhiteouts */
 		if (st->p[i].flags & OVL_PATH_XWHITEOUTS)

@@ -231,8 +231,7 @@ int ovl_real_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 		return ret;
 	if (fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW | (name[0] ? 0 : AT_EMPTY_PATH)) < 0)
 		return -errno;
-	if (node->detached)
-		st->st_nlink = 0; /* unlinked while open, as the kernel's overlay reports */
+	/* unlinked while open: the real object's count (0 upper, 1 for a lower file) */
 	/* the name now holds another kind of object: this node is stale */
 	if ((st->st_mode & S_IFMT) != node->type)
 		return -ESTALE;

@@ -34,7 +34,7 @@ void sfs_changed(void *ctx, struct ovl_node *node)
 	struct sfs *s = ctx;
 
 	if (s->se)
-		fw_notify_inval_inode(s->se, id_of(s, node), -1, 0);
+		fw_notify_inval_inode(s->se, id_of(s, node), 0, 0); /* attrs and readdir cache */
 }
 
 void sfs_files_init(struct sfs *s)
@@ -105,7 +105,10 @@ static int file_reply(struct sfs *s, struct ovl_node *n, struct ovl_file *f, str
 	sf->f = f;
 	/* flush has nothing to do (locks are the kernel's): no FLUSH on close */
 	o->open_flags = FW_FOPEN_KEEP_CACHE | FW_FOPEN_NOFLUSH;
-	sf->mode = pt_open(s, n, f->fd, o);
+	/* passthrough only where no copy-up can change the backing file later */
+	sf->mode =
+	    pt_open(s, n, f->fd,
+		    !s->fs->has_upper || (ovl_has_upper(s->fs, n) && !atomic_load(&n->data)), o);
 	o->fh = (uint64_t)(uintptr_t)sf;
 	files_add(s, sf);
 	return 0;

@@ -6,9 +6,12 @@
  * passthrough and cached opens on one inode.  So each node has an entry
  * here counting its passthrough opens (one refcounted backing id, for the
  * real file they share) and its cached opens.  An open that would conflict
- * (a copy-up moved the node to a new real file while older opens still use
- * the lower one, or cached opens exist) is served by the daemon with
- * FOPEN_DIRECT_IO, which the kernel accepts alongside either mode.
+ * cannot be passthrough, and the kernel refuses anything but passthrough on an
+ * inode that has a backing file.  So a file that a copy-up may still move
+ * (a lower file, or a metacopy file's lower data, in a writable union) is
+ * served through the daemon with the page cache, and passthrough is used
+ * for upper files and for read-only unions.  An open that conflicts anyway
+ * (a passthrough inode whose real file changed) gets FOPEN_DIRECT_IO.
  * Entries live in shards keyed by node; one shard lock at a time.
  */
 #define _GNU_SOURCE
@@ -107,7 +110,8 @@ static void drop_if_unused(struct pt_shard *sh, struct pt_entry *e)
  * Decide how an open file is served and fill o->open_flags/backing_id.
  * Returns the io mode for pt_release().
  */
-enum pt_mode pt_open(struct sfs *s, const struct ovl_node *node, int fd, struct fw_open *o)
+enum pt_mode pt_open(struct sfs *s, const struct ovl_node *node, int fd, bool allow,
+		     struct fw_open *o)
 {
 	struct pt_shard *sh = shard_of(s->pt, node);
 	enum pt_mode mode = PT_DIRECT;
@@ -126,7 +130,7 @@ enum pt_mode pt_open(struct sfs *s, const struct ovl_node *node, int fd, struct 
 	if (e->npt && e->dev == st.st_dev && e->ino == st.st_ino) {
 		e->npt++;
 		mode = PT_PASSTHROUGH;
-	} else if (!e->npt && !e->ncached) {
+	} else if (!e->npt && !e->ncached && allow) {
 		id = fw_backing_open(s->se, fd);
 		if (id > 0) {
 			e->backing_id = id;

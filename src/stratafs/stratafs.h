@@ -53,7 +53,9 @@ struct sfs {
 /* passthrough.c */
 struct pt_table *pt_table_new(void);
 void pt_table_free(struct pt_table *t);
-enum pt_mode pt_open(struct sfs *s, const struct ovl_node *node, int fd, struct fw_open *o);
+/* allow: the node's real file cannot change under this open (no copy-up ahead) */
+enum pt_mode pt_open(struct sfs *s, const struct ovl_node *node, int fd, bool allow,
+		     struct fw_open *o);
 void pt_release(struct sfs *s, const struct ovl_node *node, enum pt_mode mode);
 
 /* ops.c */
