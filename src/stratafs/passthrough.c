@@ -10,8 +10,8 @@
  * inode that has a backing file.  So a file that a copy-up may still move
  * (a lower file, or a metacopy file's lower data, in a writable union) is
  * served through the daemon with the page cache, and passthrough is used
- * for upper files and for read-only unions.  An open that conflicts anyway
- * (a passthrough inode whose real file changed) gets FOPEN_DIRECT_IO.
+ * for upper files and for read-only unions.  An open of an inode that has a
+ * backing file always gets that backing file.
  * Entries live in shards keyed by node; one shard lock at a time.
  */
 #define _GNU_SOURCE
@@ -114,7 +114,7 @@ enum pt_mode pt_open(struct sfs *s, const struct ovl_node *node, int fd, bool al
 		     struct fw_open *o)
 {
 	struct pt_shard *sh = shard_of(s->pt, node);
-	enum pt_mode mode = PT_DIRECT;
+	enum pt_mode mode = PT_NONE;
 	struct pt_entry *e;
 	struct stat st;
 	int id;
@@ -127,7 +127,12 @@ enum pt_mode pt_open(struct sfs *s, const struct ovl_node *node, int fd, bool al
 		mode = PT_NONE;
 		goto out;
 	}
-	if (e->npt && e->dev == st.st_dev && e->ino == st.st_ino) {
+	if (e->npt) {
+		/*
+		 * The kernel takes nothing but passthrough to the inode's backing
+		 * file now.  A different real file here means the name was reused
+		 * under a stale node: the backing file is the node's own object.
+		 */
 		e->npt++;
 		mode = PT_PASSTHROUGH;
 	} else if (!e->npt && !e->ncached && allow) {
@@ -151,9 +156,6 @@ enum pt_mode pt_open(struct sfs *s, const struct ovl_node *node, int fd, bool al
 		o->open_flags |= FW_FOPEN_PASSTHROUGH;
 		o->open_flags &= ~FW_FOPEN_KEEP_CACHE;
 		o->backing_id = e->backing_id;
-	} else if (mode == PT_DIRECT) {
-		o->open_flags |= FW_FOPEN_DIRECT_IO;
-		o->open_flags &= ~FW_FOPEN_KEEP_CACHE;
 	}
 	drop_if_unused(sh, e);
 out:

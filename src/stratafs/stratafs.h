@@ -16,7 +16,6 @@ enum pt_mode {
 	PT_NONE,	/* passthrough is off: cached io through the daemon */
 	PT_PASSTHROUGH, /* the kernel reads/writes the backing file itself */
 	PT_CACHED,	/* through the daemon, page cache (this inode has no passthrough) */
-	PT_DIRECT,	/* through the daemon, FOPEN_DIRECT_IO (the inode has passthrough) */
 };
 
 /* An open file as the daemon keeps it (the FUSE fh points here). */
