@@ -48,20 +48,25 @@ fi
 count "unit tests ($((SECONDS - start))s)" "$p" "$f"
 
 # 2. option and mount-path tests ------------------------------------------------
-echo "=== option tests"
-start=$SECONDS
-python3 tests/integration/test_options.py --stratafs "$BIN" 2>&1 | tee "$tmp"
-rc=${PIPESTATUS[0]}
-line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tmp" | tail -n 1)
-if [ -n "$line" ]; then
-    p=${line%% passed*}
-    f=${line#*, }; f=${f%% failed}
-    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-else
-    echo "test_options.py printed no summary (exit $rc)"
-    p=0; f=1
-fi
-count "option tests ($((SECONDS - start))s)" "$p" "$f"
+suite() {   # suite NAME SCRIPT: a script ending in "N passed, N failed"
+    local name=$1 script=$2
+    echo "=== $name"
+    local start=$SECONDS
+    python3 "tests/integration/$script" --stratafs "$BIN" 2>&1 | tee "$tmp"
+    local rc=${PIPESTATUS[0]}
+    local line p f
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tmp" | tail -n 1)
+    if [ -n "$line" ]; then
+        p=${line%% passed*}
+        f=${line#*, }; f=${f%% failed}
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    else
+        echo "$script printed no summary (exit $rc)"
+        p=0; f=1
+    fi
+    count "$name ($((SECONDS - start))s)" "$p" "$f"
+}
+suite "option tests" test_options.py
 
 # 3. differential rig runs --------------------------------------------------------
 rig() {   # rig NAME ARGS...
@@ -92,24 +97,6 @@ wrig "defaults" --workdir "$RIGBASE-w"
 wrig "index=off" --workdir "$RIGBASE-w-noindex" --extra-opts index=off --kernel-opts index=off
 wrig "metacopy=on" --workdir "$RIGBASE-w-metacopy" --extra-opts metacopy=on --kernel-opts metacopy=on
 
-suite() {   # suite NAME SCRIPT: a script ending in "N passed, N failed"
-    local name=$1 script=$2
-    echo "=== $name"
-    local start=$SECONDS
-    python3 "tests/integration/$script" --stratafs "$BIN" 2>&1 | tee "$tmp"
-    local rc=${PIPESTATUS[0]}
-    local line p f
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tmp" | tail -n 1)
-    if [ -n "$line" ]; then
-        p=${line%% passed*}
-        f=${line#*, }; f=${f%% failed}
-        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-    else
-        echo "$script printed no summary (exit $rc)"
-        p=0; f=1
-    fi
-    count "$name ($((SECONDS - start))s)" "$p" "$f"
-}
 suite "interop" test_interop.py
 suite "crash" test_crash.py
 suite "full disk" test_enospc.py
