@@ -69,33 +69,23 @@ suite() {   # suite NAME SCRIPT: a script ending in "N passed, N failed"
 suite "option tests" test_options.py
 
 # 3. differential rig runs --------------------------------------------------------
-rig() {   # rig NAME ARGS...
-    local name=$1; shift
-    echo "=== rig $name"
+rig() {   # rig SCRIPT LABEL ARGS...: one differential rig run is one test
+    local script=$1 name=$2; shift 2
+    echo "=== $name"
     local start=$SECONDS
-    if python3 tests/integration/rig.py --stratafs "$BIN" "$@"; then
-        count "rig $name ($((SECONDS - start))s)" 1 0
+    if python3 "tests/integration/$script" --stratafs "$BIN" "$@"; then
+        count "$name ($((SECONDS - start))s)" 1 0
     else
-        count "rig $name ($((SECONDS - start))s)" 0 1
+        count "$name ($((SECONDS - start))s)" 0 1
     fi
 }
-rig "3 layers --big" --layers 3 --big --workdir "$RIGBASE-3big"
-rig "50 layers" --layers 50 --workdir "$RIGBASE-50"
+rig rig.py "rig 3 layers --big" --layers 3 --big --workdir "$RIGBASE-3big"
+rig rig.py "rig 50 layers" --layers 50 --workdir "$RIGBASE-50"
 
-# 4. writing: the write-mode rig (also with metacopy=on), then the TAP-style suites
-wrig() {   # wrig NAME ARGS...
-    local name=$1; shift
-    echo "=== write rig $name"
-    local start=$SECONDS
-    if python3 tests/integration/rig_write.py --stratafs "$BIN" "$@"; then
-        count "write rig $name ($((SECONDS - start))s)" 1 0
-    else
-        count "write rig $name ($((SECONDS - start))s)" 0 1
-    fi
-}
-wrig "defaults" --workdir "$RIGBASE-w"
-wrig "index=off" --workdir "$RIGBASE-w-noindex" --extra-opts index=off --kernel-opts index=off
-wrig "metacopy=on" --workdir "$RIGBASE-w-metacopy" --extra-opts metacopy=on --kernel-opts metacopy=on
+# 4. writing: the write-mode rig (also with index=off and metacopy=on), then the suites
+rig rig_write.py "write rig defaults" --workdir "$RIGBASE-w"
+rig rig_write.py "write rig index=off" --workdir "$RIGBASE-w-noindex" --extra-opts index=off --kernel-opts index=off
+rig rig_write.py "write rig metacopy=on" --workdir "$RIGBASE-w-metacopy" --extra-opts metacopy=on --kernel-opts metacopy=on
 
 suite "interop" test_interop.py
 suite "crash" test_crash.py
