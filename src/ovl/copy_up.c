@@ -204,19 +204,56 @@ static int build_copy(struct ovl_fs *fs, int ldfd, const char *lname, int layer,
 int ovl_set_impure(struct ovl_fs *fs, struct ovl_node *dir)
 {
 	struct ovl_stack *st;
-	int ret;
+	int ret = 0;
 
+	pthread_mutex_lock(&fs->impure_lock);
+	/* a readdir that listed the dir before this call must not clear the flag */
+	fs->impure_gen++;
 	if (dir->impure)
-		return 0;
+		goto out;
 	st = ovl_stack_of(dir);
+	ret = -EIO;
 	if (st->n == 0 || st->p[0].layer != 0)
-		return -EIO;
+		goto out;
 	ret = ovl_set_ovl_xattr(fs, st->p[0].fd, NULL, "impure", "y", 1);
 	if (ret)
-		return ret;
+		goto out;
 	st->p[0].flags |= OVL_PATH_IMPURE;
 	dir->impure = true;
-	return 0;
+out:
+	pthread_mutex_unlock(&fs->impure_lock);
+	return ret;
+}
+
+uint64_t ovl_impure_gen(struct ovl_fs *fs)
+{
+	uint64_t gen;
+
+	pthread_mutex_lock(&fs->impure_lock);
+	gen = fs->impure_gen;
+	pthread_mutex_unlock(&fs->impure_lock);
+	return gen;
+}
+
+/*
+ * A readdir of the unmerged upper dir found no entry whose d_ino needs
+ * fixing: drop overlay.impure, as the kernel's ovl_cache_get_impure() does,
+ * unless an entry may have been moved in since the listing began (gen).
+ */
+void ovl_clear_impure(struct ovl_fs *fs, struct ovl_node *dir, uint64_t gen)
+{
+	struct ovl_stack *st;
+
+	if (fs->config.ro)
+		return;
+	pthread_mutex_lock(&fs->impure_lock);
+	st = ovl_stack_of(dir);
+	if (fs->impure_gen == gen && dir->impure && st->n == 1 && st->p[0].layer == 0 &&
+	    ovl_remove_ovl_xattr(fs, st->p[0].fd, NULL, "impure") == 0) {
+		st->p[0].flags &= (uint8_t)~OVL_PATH_IMPURE;
+		dir->impure = false;
+	}
+	pthread_mutex_unlock(&fs->impure_lock);
 }
 
 /* A lower hard link: copy into workdir/index once, link every name to it. */
@@ -423,6 +460,7 @@ static int copy_up(struct ovl_fs *fs, struct ovl_node *node, bool data)
 		return -EROFS;
 	if (ovl_has_upper(fs, node))
 		return 0;
+	ovl_hl_refresh(fs, node);
 	parent = ovl_loc_of(node)->parent;
 	if (!parent)
 		return -ENOENT; /* unlinked while open: nothing to copy up to */

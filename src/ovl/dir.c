@@ -301,18 +301,18 @@ static int whiteout_upper(struct ovl_fs *fs, int updfd, const char *name, bool e
 	char tmp[64];
 	int ret;
 
-	if (!exists)
-		return ovl_mkwhiteout(updfd, name);
+	/* made in the work dir, as the kernel's ovl_whiteout(): no setgid inheritance */
 	ovl_tmpname(fs, tmp, sizeof(tmp));
 	ret = ovl_mkwhiteout(fs->work_fd, tmp);
 	if (ret)
 		return ret;
-	if (renameat2(fs->work_fd, tmp, updfd, name, RENAME_EXCHANGE) < 0) {
+	if (renameat2(fs->work_fd, tmp, updfd, name, exists ? RENAME_EXCHANGE : RENAME_NOREPLACE) <
+	    0) {
 		ret = -errno;
 		unlinkat(fs->work_fd, tmp, 0);
 		return ret;
 	}
-	return ovl_cleanup_tree(fs->work_fd, tmp);
+	return exists ? ovl_cleanup_tree(fs->work_fd, tmp) : 0;
 }
 
 /* Remove the upper object at name (a directory may hold whiteouts only). */
@@ -350,12 +350,38 @@ static int pin_object(struct ovl_fs *fs, struct ovl_node *node, const struct sta
 	int dfd;
 
 	/*
-	 * The kernel may still open or stat the inode through a dentry it found
-	 * before the unlink (a concurrent open), as on any filesystem.
+	 * Only while files are open: otherwise the space is freed at once, as
+	 * in the kernel (an open racing with the unlink fails with ENOENT, as if
+	 * it came after it).
 	 */
-	if (!S_ISREG(node->type) || st->st_nlink > 1 || ovl_real_at(fs, node, &dfd, &name))
+	if (!S_ISREG(node->type) || st->st_nlink > 1 || !ovl_node_in_use(fs, node) ||
+	    ovl_real_at(fs, node, &dfd, &name))
 		return -1;
 	return openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/*
+ * The union's link count of an indexed file drops: record it, or, at zero,
+ * remove the index entry as the kernel's ovl_cleanup_index() does (an
+ * index inode still linked elsewhere keeps its entry with the count fixed).
+ */
+static void index_nlink_drop(struct ovl_fs *fs, struct ovl_node *node, nlink_t nlink)
+{
+	const char *iname = ovl_loc_of(node)->iname;
+	struct stat ist;
+
+	if (!node->indexed || !iname)
+		return;
+	if (nlink > 0) {
+		ovl_set_nlink(fs, node, nlink, 'U');
+		return;
+	}
+	if (fstatat(fs->index_fd, iname, &ist, AT_SYMLINK_NOFOLLOW) < 0)
+		return;
+	if (ist.st_nlink != 1)
+		ovl_set_nlink(fs, node, ist.st_nlink - 1, 'U');
+	else
+		unlinkat(fs->index_fd, iname, 0);
 }
 
 /* Is this the last name of node?  Then it can no longer be found by identity. */
@@ -412,8 +438,8 @@ int ovl_unlink(struct ovl_fs *fs, struct ovl_node *dir, const char *name, bool i
 			close(pinfd);
 		goto out;
 	}
-	if (n->indexed && st.st_nlink > 1)
-		ovl_set_nlink(fs, n, st.st_nlink - 1, 'U');
+	if (!isdir)
+		index_nlink_drop(fs, n, st.st_nlink - 1);
 	if (!isdir)
 		ovl_node_drop_name(fs, n, dir, name);
 	forget_name(fs, n, &st, pinfd);
@@ -555,6 +581,18 @@ struct rename_ctx {
 	int pinfd; /* the overwritten target, pinned for its open files */
 };
 
+/*
+ * A directory with no lower dir and nothing that ever was below it: the
+ * upper filesystem's rename decides whether it is empty (the kernel's
+ * ovl_pure_upper(), after the copy-ups and redirects have been written).
+ */
+static bool pure_upper_dir(struct ovl_fs *fs, struct ovl_node *node)
+{
+	struct ovl_stack *st = ovl_stack_of(node);
+
+	return fs->has_upper && !node->lower && st->n == 1 && st->p[0].layer == 0;
+}
+
 static int rename_prepare(struct rename_ctx *r)
 {
 	struct ovl_fs *fs = r->fs;
@@ -563,7 +601,8 @@ static int rename_prepare(struct rename_ctx *r)
 	if (!can_move_dir(fs, r->on) ||
 	    (r->nn && (r->flags & RENAME_EXCHANGE) && !can_move_dir(fs, r->nn)))
 		return -EXDEV;
-	if (r->nn && !(r->flags & RENAME_EXCHANGE) && S_ISDIR(r->nn->type)) {
+	if (r->nn && !(r->flags & RENAME_EXCHANGE) && S_ISDIR(r->nn->type) &&
+	    !pure_upper_dir(fs, r->nn)) {
 		ret = ovl_dir_is_empty(fs, r->nn);
 		if (ret)
 			return ret;
@@ -622,13 +661,16 @@ static int rename_upper(struct rename_ctx *r)
 	wh = upper_whiteout(nup, r->newname);
 	if (wh < 0 && wh != -EEXIST)
 		return wh;
-	if (wh == -EEXIST && r->nn && S_ISDIR(r->nn->type)) {
+	if (wh == -EEXIST && r->nn && S_ISDIR(r->nn->type) && !pure_upper_dir(fs, r->nn)) {
 		ret = clear_target_dir(fs, nup, r->newname);
 		if (ret)
 			return ret;
 	}
-	if (wh == 1 && S_ISDIR(r->on->type)) {
-		/* a directory cannot replace the whiteout: swap them */
+	if (wh == 1 && (S_ISDIR(r->on->type) || old_lower)) {
+		/*
+		 * A directory cannot replace the whiteout, and a lower name needs
+		 * one left behind: swap them (the kernel's "switch whiteouts").
+		 */
 		if (renameat2(oup, r->oldname, nup, r->newname, RENAME_EXCHANGE) < 0)
 			return -errno;
 		return old_lower ? 0 : (unlinkat(oup, r->oldname, 0) < 0 ? -errno : 0);
@@ -636,6 +678,21 @@ static int rename_upper(struct rename_ctx *r)
 	if (renameat2(oup, r->oldname, nup, r->newname, old_lower ? RENAME_WHITEOUT : 0) < 0)
 		return -errno;
 	return 0;
+}
+
+/*
+ * The parents were marked impure before the move; a readdir that ran in
+ * between may have dropped the mark: set it again (best effort, the move
+ * is done).
+ */
+static void rename_reimpure(struct rename_ctx *r)
+{
+	if (r->olddir == r->newdir)
+		return;
+	if (r->on->lower)
+		ovl_set_impure(r->fs, r->newdir);
+	if (r->nn && (r->flags & RENAME_EXCHANGE) && r->nn->lower)
+		ovl_set_impure(r->fs, r->olddir);
 }
 
 static int rename_nodes(struct rename_ctx *r)
@@ -646,22 +703,34 @@ static int rename_nodes(struct rename_ctx *r)
 	ret = ovl_node_move_name(fs, r->on, r->olddir, r->oldname, r->newdir, r->newname);
 	if (ret)
 		return ret;
+	ovl_node_resalt(fs, r->on, ovl_name_salt(r->newdir, r->newname));
 	if (r->on->indexed)
 		ovl_set_nlink(fs, r->on, r->ost.st_nlink, 'U');
 	if (!r->nn)
 		return 0;
 	if (r->flags & RENAME_EXCHANGE) {
 		ret = ovl_node_move_name(fs, r->nn, r->newdir, r->newname, r->olddir, r->oldname);
+		if (!ret)
+			ovl_node_resalt(fs, r->nn, ovl_name_salt(r->olddir, r->oldname));
 		if (!ret && r->nn->indexed)
 			ovl_set_nlink(fs, r->nn, r->nst.st_nlink, 'U');
 		return ret;
 	}
-	if (r->nn->indexed && r->nst.st_nlink > 1)
-		ovl_set_nlink(fs, r->nn, r->nst.st_nlink - 1, 'U');
+	if (!S_ISDIR(r->nn->type))
+		index_nlink_drop(fs, r->nn, r->nst.st_nlink - 1);
 	ovl_node_drop_name(fs, r->nn, r->newdir, r->newname);
 	forget_name(fs, r->nn, &r->nst, r->pinfd);
 	r->pinfd = -1;
 	return 0;
+}
+
+/* One inode of the union?  The names of an indexed hard link are nodes of their own. */
+static bool same_inode(struct ovl_fs *fs, const struct ovl_node *a, const struct ovl_node *b)
+{
+	if (a == b)
+		return true;
+	return a && b && ovl_hl_group(fs, a) && ovl_hl_group(fs, b) && a->key_dev == b->key_dev &&
+	       a->key_ino == b->key_ino;
 }
 
 int ovl_rename(struct ovl_fs *fs, struct ovl_node *olddir, const char *oldname,
@@ -697,7 +766,7 @@ int ovl_rename(struct ovl_fs *fs, struct ovl_node *olddir, const char *oldname,
 		ret = -EEXIST;
 		goto out;
 	}
-	if (r.nn == r.on && !(flags & RENAME_EXCHANGE)) {
+	if (same_inode(fs, r.nn, r.on) && !(flags & RENAME_EXCHANGE)) {
 		ret = 0; /* two names of one file: nothing to do, as rename(2) */
 		goto out;
 	}
@@ -706,6 +775,8 @@ int ovl_rename(struct ovl_fs *fs, struct ovl_node *olddir, const char *oldname,
 		r.pinfd = pin_object(fs, r.nn, &r.nst);
 	if (!ret)
 		ret = rename_upper(&r);
+	if (!ret)
+		rename_reimpure(&r);
 	if (!ret) {
 		/* no copy-up may walk the parent chains while they change */
 		pthread_rwlock_wrlock(&fs->rename_lock);

@@ -77,6 +77,7 @@ int ovl_open(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl_fil
 
 	if (S_ISDIR(node->type))
 		return -EISDIR;
+	ovl_hl_refresh(fs, node);
 	if (wants_write(flags)) {
 		if (!fs->has_upper)
 			return -EROFS;
@@ -95,9 +96,12 @@ int ovl_open_new(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl
 /* A read-only open from before a copy-up follows the node to its new object. */
 static int refresh(struct ovl_fs *fs, struct ovl_file *f)
 {
-	struct ovl_loc *loc = ovl_loc_of(f->node), *data = atomic_load(&f->node->data);
+	struct ovl_loc *loc, *data;
 	int fd;
 
+	ovl_hl_refresh(fs, f->node);
+	loc = ovl_loc_of(f->node);
+	data = atomic_load(&f->node->data);
 	if ((loc == f->loc && data == f->data) || (f->flags & O_ACCMODE) != O_RDONLY)
 		return 0;
 	fd = open_real(fs, f->node, f->flags & ~O_TRUNC);
@@ -170,6 +174,9 @@ int ovl_fstat(struct ovl_fs *fs, struct ovl_file *f, struct stat *st)
 	if (fstat(f->fd, st) < 0)
 		return -errno;
 	st->st_ino = f->node->ino;
+	/* an indexed hard link counts its union names, until the last is gone */
+	if (f->node->indexed && !atomic_load(&f->node->detached))
+		ovl_union_nlink(fs, f->node, st);
 	return 0;
 }
 

@@ -118,6 +118,8 @@ static void node_free_collect(struct ovl_node *node, struct ovl_node **first,
 	free_data_locs(atomic_load(&node->data));
 	free_data_locs(node->old_data);
 	free(node->redirect);
+	free(node->ihex);
+	ovl_listing_put(node->listing);
 	pthread_mutex_destroy(&node->cu_lock);
 	free(node);
 	(void)next;
@@ -228,12 +230,12 @@ static struct ovl_node **bucket_of(struct ovl_node_shard *s, dev_t dev, ino_t in
 	return &s->buckets[(key_hash(dev, ino) / OVL_NODE_SHARDS) % s->nbuckets];
 }
 
-static struct ovl_node *shard_find(struct ovl_node_shard *s, dev_t dev, ino_t ino)
+static struct ovl_node *shard_find(struct ovl_node_shard *s, dev_t dev, ino_t ino, uint64_t salt)
 {
 	struct ovl_node *n;
 
 	for (n = *bucket_of(s, dev, ino); n; n = n->hnext) {
-		if (n->key_ino == ino && n->key_dev == dev && n->hashed)
+		if (n->key_ino == ino && n->key_dev == dev && n->key_salt == salt && n->hashed)
 			return n;
 	}
 	return NULL;
@@ -262,13 +264,13 @@ static void shard_grow(struct ovl_node_shard *s)
 	free(old);
 }
 
-struct ovl_node *ovl_node_find_get(struct ovl_fs *fs, dev_t dev, ino_t ino)
+struct ovl_node *ovl_node_find_get(struct ovl_fs *fs, dev_t dev, ino_t ino, uint64_t salt)
 {
 	struct ovl_node_shard *s = shard_of(fs, dev, ino);
 	struct ovl_node *n;
 
 	pthread_mutex_lock(&s->lock);
-	n = shard_find(s, dev, ino);
+	n = shard_find(s, dev, ino, salt);
 	if (n)
 		n->nlookup++;
 	pthread_mutex_unlock(&s->lock);
@@ -286,7 +288,7 @@ struct ovl_node *ovl_node_insert(struct ovl_fs *fs, struct ovl_node *node)
 	struct ovl_node *n, **slot;
 
 	pthread_mutex_lock(&s->lock);
-	n = shard_find(s, node->key_dev, node->key_ino);
+	n = shard_find(s, node->key_dev, node->key_ino, node->key_salt);
 	if (n) {
 		n->nlookup++;
 		pthread_mutex_unlock(&s->lock);
@@ -326,6 +328,26 @@ static bool shard_release(struct ovl_node_shard *s, struct ovl_node *node)
 		return false;
 	shard_unlink(s, node);
 	return true;
+}
+
+/*
+ * A node of one name (key_salt) got another name: findable under the new
+ * one only.  The salt is not part of the hash, so the node stays on its
+ * chain; a stale node already known under the new name is unhashed.
+ */
+void ovl_node_resalt(struct ovl_fs *fs, struct ovl_node *node, uint64_t salt)
+{
+	struct ovl_node_shard *s = shard_of(fs, node->key_dev, node->key_ino);
+	struct ovl_node *other;
+
+	pthread_mutex_lock(&s->lock);
+	if (node->key_salt) {
+		other = shard_find(s, node->key_dev, node->key_ino, salt);
+		if (other && other != node)
+			other->hashed = false;
+		node->key_salt = salt;
+	}
+	pthread_mutex_unlock(&s->lock);
 }
 
 void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node)
@@ -559,7 +581,7 @@ int ovl_set_nlink(struct ovl_fs *fs, struct ovl_node *node, nlink_t nlink, char 
 	return ovl_set_ovl_xattr(fs, dfd, name, "nlink", buf, strlen(buf));
 }
 
-static void union_nlink(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
+void ovl_union_nlink(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 {
 	const char *name;
 	char buf[32], base;
@@ -581,7 +603,10 @@ static void union_nlink(struct ovl_fs *fs, struct ovl_node *node, struct stat *s
 /* A merged directory reports st_nlink 1, as the kernel does. */
 int ovl_getattr(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 {
-	int ret = ovl_real_stat(fs, node, st);
+	int ret;
+
+	ovl_hl_refresh(fs, node);
+	ret = ovl_real_stat(fs, node, st);
 
 	if (ret)
 		return ret;
@@ -589,7 +614,7 @@ int ovl_getattr(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	if (S_ISDIR(node->type) && ovl_stack_of(node)->n > 1)
 		st->st_nlink = 1;
 	else if (node->indexed)
-		union_nlink(fs, node, st);
+		ovl_union_nlink(fs, node, st);
 	if (atomic_load(&node->data)) {
 		/* a metacopy file: its blocks are those of the data below */
 		const char *dname;

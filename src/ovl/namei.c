@@ -369,6 +369,7 @@ static void close_stack(struct lookup_data *d)
 struct identity {
 	dev_t dev;
 	ino_t ino;
+	uint64_t salt;
 	uint64_t ino_shown;
 };
 
@@ -404,13 +405,13 @@ static int decode_origin(struct lookup_data *d, struct stat *lst, int *layer)
 	return -ESTALE;
 }
 
-static uint64_t name_salt(const struct ovl_node *dir, const char *name)
+uint64_t ovl_name_salt(const struct ovl_node *dir, const char *name)
 {
 	uint64_t h = (uint64_t)(uintptr_t)dir * 0x9e3779b97f4a7c15ULL;
 
 	for (; *name; name++)
 		h = (h ^ (unsigned char)*name) * 0x100000001b3ULL;
-	return h;
+	return h | 1;
 }
 
 /*
@@ -426,15 +427,19 @@ static void find_identity(struct lookup_data *d, struct ovl_node *dir, struct id
 
 	id->dev = d->top.st_dev;
 	id->ino = d->top.st_ino;
+	id->salt = 0;
 	id->ino_shown = ovl_map_ino(d->fs, d->top_layer, d->top.st_ino);
-	if (d->fs->has_upper && d->fs->index_fd < 0 && d->top_layer != 0 &&
-	    S_ISREG(d->top.st_mode) && d->top.st_nlink > 1) {
+	if (d->fs->has_upper && d->top_layer != 0 && S_ISREG(d->top.st_mode) &&
+	    d->top.st_nlink > 1) {
 		/*
-		 * Without the index a copy-up breaks a lower hard link: each name
-		 * is a node of its own (same st_ino until then).  Bit 63 keeps the
-		 * salted identity apart from real inode numbers.
+		 * A name of a lower hard link that has no upper link is a node of
+		 * its own (same st_ino): a copy-up for an open or a chmod, which
+		 * FUSE sends without a name, must link up exactly this name, as
+		 * the kernel does.  Without the index the copy-up breaks the link;
+		 * with it, the names share the index entry (ovl_hl_refresh) and
+		 * keep their nodes when copied up (below).
 		 */
-		id->ino ^= name_salt(dir, d->top_name) | (1ULL << 63);
+		id->salt = ovl_name_salt(dir, d->top_name);
 		return;
 	}
 	if (!d->fs->has_upper || d->top_layer != 0)
@@ -459,12 +464,17 @@ static void find_identity(struct lookup_data *d, struct ovl_node *dir, struct id
 			if (d->fs->index_fd < 0 ||
 			    fstatat(d->fs->index_fd, d->ohex, &ist, AT_SYMLINK_NOFOLLOW) < 0)
 				return; /* a broken hard link: its own file now */
+			/* an upper name of an indexed lower hard link: a node per name */
+			id->salt = ovl_name_salt(dir, d->top_name);
 		}
 	}
 	id->dev = lst.st_dev;
 	id->ino = lst.st_ino;
 	id->ino_shown = ovl_map_ino(d->fs, layer, lst.st_ino);
 }
+
+static void hl_sync_data(struct ovl_fs *fs, struct ovl_node *n, const char *iname, int ldfd,
+			 const char *lname, int layer);
 
 static bool set_data(struct ovl_node *n, struct lookup_data *d)
 {
@@ -487,7 +497,7 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 	struct ovl_node *n = ovl_node_alloc();
 	struct ovl_stack *st;
 	char hex[600];
-	bool indexed = false;
+	bool indexed = false, lower_name = false;
 
 	if (!n)
 		return NULL;
@@ -513,6 +523,9 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 		/* a lower hard link copied up through another name lives in the index */
 		indexed = fstatat(d->fs->index_fd, hex, &ist, AT_SYMLINK_NOFOLLOW) == 0;
 		n->lower_nlink = d->top.st_nlink;
+		lower_name = true;
+		if (!indexed && !(n->ihex = strdup(hex)))
+			goto out_free;
 	} else if (d->fs->index_fd >= 0 && d->have_origin && d->onlink > 1) {
 		struct stat ist;
 
@@ -527,9 +540,12 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 		goto out_free;
 	if (d->metacopy && !set_data(n, d))
 		goto out_free;
+	if (indexed && lower_name)
+		hl_sync_data(d->fs, n, hex, d->top_dirfd, d->top_name, d->top_layer);
 	n->type = d->top.st_mode & S_IFMT;
 	n->key_dev = id->dev;
 	n->key_ino = id->ino;
+	n->key_salt = id->salt;
 	n->ino = id->ino_shown;
 	if (!S_ISDIR(n->type))
 		n->lower = d->top_layer != 0 || !d->fs->has_upper || id->dev != d->top.st_dev ||
@@ -541,6 +557,71 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 out_free:
 	ovl_node_free(n);
 	return NULL;
+}
+
+/*
+ * A name of a lower hard link, seen before any of its names was copied up:
+ * once another name's copy-up has put the file in the index, this name
+ * reads and stats the index entry too (the kernel's inode is shared).
+ */
+/*
+ * With metacopy=on the index entry may hold no data yet: then a name still
+ * below reads its own lower file; once another name has copied the data
+ * up, every name reads the index entry (under cu_lock or unpublished).
+ */
+static void hl_sync_data(struct ovl_fs *fs, struct ovl_node *n, const char *iname, int ldfd,
+			 const char *lname, int layer)
+{
+	struct ovl_loc *data = atomic_load(&n->data);
+	bool meta = ovl_get_ovl_xattr(fs, fs->index_fd, iname, "metacopy", NULL, 0) >= 0;
+
+	if (!meta && data) {
+		data->retired = n->old_data;
+		n->old_data = data;
+		atomic_store(&n->data, NULL);
+	} else if (meta && !data && ldfd >= 0) {
+		data = calloc(1, sizeof(*data));
+		if (!data || !(data->name = strdup(lname))) {
+			free(data);
+			return;
+		}
+		data->dirfd = fcntl(ldfd, F_DUPFD_CLOEXEC, 0);
+		if (data->dirfd < 0) {
+			free(data->name);
+			free(data);
+			return;
+		}
+		data->layer = layer;
+		atomic_store(&n->data, data);
+	}
+}
+
+void ovl_hl_refresh(struct ovl_fs *fs, struct ovl_node *n)
+{
+	struct ovl_loc *loc;
+	struct stat ist;
+
+	if (!ovl_hl_group(fs, n) || atomic_load(&n->detached))
+		return;
+	if (n->indexed && !atomic_load(&n->data))
+		return; /* the common case: nothing can change any more */
+	if (!n->indexed &&
+	    (!n->ihex || fstatat(fs->index_fd, n->ihex, &ist, AT_SYMLINK_NOFOLLOW) < 0))
+		return;
+	pthread_mutex_lock(&n->cu_lock);
+	loc = ovl_loc_of(n);
+	if (!n->indexed && n->ihex && loc->parent && loc->layer != 0) {
+		ovl_node_ref(fs, loc->parent);
+		if (ovl_node_set_loc(n, loc->parent, loc->name, loc->layer, n->ihex) == 0)
+			n->indexed = true;
+		else
+			ovl_node_unref(fs, loc->parent);
+		hl_sync_data(fs, n, n->ihex, ovl_layer_dirfd(loc->parent, loc->layer), loc->name,
+			     loc->layer);
+	} else if (n->indexed && loc->iname) {
+		hl_sync_data(fs, n, loc->iname, -1, NULL, 0);
+	}
+	pthread_mutex_unlock(&n->cu_lock);
 }
 
 /* The attributes of a node as the union shows them. */
@@ -589,7 +670,7 @@ int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct
 		goto out; /* a metacopy file whose data is gone */
 	find_identity(d, dir, &id);
 	/* already known (another name of a hard link, or a repeat lookup)? */
-	n = ovl_node_find_get(fs, id.dev, id.ino);
+	n = ovl_node_find_get(fs, id.dev, id.ino, id.salt);
 	if (n && (n->type != (d->top.st_mode & S_IFMT))) {
 		/* the identity was reused by another object: forget the old node */
 		ovl_node_unhash(fs, n);
@@ -613,6 +694,7 @@ int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct
 	}
 	if (!S_ISDIR(n->type) && n != got_new)
 		ovl_node_add_alias(fs, n, dir, name, d->top_layer);
+	ovl_hl_refresh(fs, n);
 	ret = node_stat(fs, n, d, st);
 	if (ret) {
 		ovl_node_forget(fs, n, 1);

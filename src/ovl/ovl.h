@@ -107,7 +107,11 @@ void ovl_cred_leave(uid_t olduid, gid_t oldgid);
 int ovl_nodes_init(struct ovl_fs *fs);
 void ovl_nodes_free(struct ovl_fs *fs);
 /* find by identity and take a lookup reference, or NULL */
-struct ovl_node *ovl_node_find_get(struct ovl_fs *fs, dev_t dev, ino_t ino);
+struct ovl_node *ovl_node_find_get(struct ovl_fs *fs, dev_t dev, ino_t ino, uint64_t salt);
+/* a one-name node (lower hard link) moved: findable under its new name */
+void ovl_node_resalt(struct ovl_fs *fs, struct ovl_node *node, uint64_t salt);
+/* the salt of a one-name node's identity: (dir, name), never 0 */
+uint64_t ovl_name_salt(const struct ovl_node *dir, const char *name);
 /* insert a new node with one lookup reference, or return the existing one */
 struct ovl_node *ovl_node_insert(struct ovl_fs *fs, struct ovl_node *node);
 /* make a node unfindable (its last name is gone); it lives on while referenced */
@@ -136,6 +140,8 @@ int ovl_node_move_name(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node
 		       const char *oldname, struct ovl_node *newdir, const char *newname);
 /* the union st_nlink of an indexed hard link, and storing it (overlay.nlink) */
 int ovl_set_nlink(struct ovl_fs *fs, struct ovl_node *node, nlink_t nlink, char base);
+/* st_nlink of an indexed file: the union count kept in overlay.nlink */
+void ovl_union_nlink(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 int ovl_getattr(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 int ovl_readlink(struct ovl_fs *fs, struct ovl_node *node, char *buf, size_t size);
 int ovl_access(struct ovl_fs *fs, struct ovl_node *node, uid_t uid, gid_t gid, int mask);
@@ -171,6 +177,13 @@ int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct
 	       struct stat *st);
 /* does name exist (not whited out) in a lower layer of dir? */
 bool ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *dir, const char *name);
+/* a name of a lower hard link follows another name's copy-up into the index */
+void ovl_hl_refresh(struct ovl_fs *fs, struct ovl_node *n);
+/* one of the names of a lower hard link kept in the index (index=on)? */
+static inline bool ovl_hl_group(const struct ovl_fs *fs, const struct ovl_node *n)
+{
+	return fs->index_fd >= 0 && S_ISREG(n->type) && n->lower_nlink > 1;
+}
 
 /* copy_up.c */
 /* give node (and its parents) an upper object; data too unless metacopy allows */
@@ -178,6 +191,9 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node);
 int ovl_copy_up_data(struct ovl_fs *fs, struct ovl_node *node);
 /* mark an upper directory impure (it holds copied-up or redirected entries) */
 int ovl_set_impure(struct ovl_fs *fs, struct ovl_node *dir);
+/* readdir found nothing that needs overlay.impure: drop it unless gen moved */
+uint64_t ovl_impure_gen(struct ovl_fs *fs);
+void ovl_clear_impure(struct ovl_fs *fs, struct ovl_node *dir, uint64_t gen);
 
 /* dir.c */
 int ovl_create(struct ovl_fs *fs, const struct ovl_cred *cr, struct ovl_node *dir, const char *name,
@@ -200,6 +216,8 @@ int ovl_opendir(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir **out);
 typedef int (*ovl_fill_fn)(void *ctx, const struct ovl_dirent *de, off_t next);
 int ovl_readdir(struct ovl_fs *fs, struct ovl_dir *dir, off_t off, ovl_fill_fn fill, void *ctx);
 void ovl_releasedir(struct ovl_fs *fs, struct ovl_dir *dir);
+/* drop a node's reference to its last listing (node teardown) */
+void ovl_listing_put(struct ovl_listing *l);
 /* the merged names of a directory, for the emptiness check of rmdir */
 int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *dir);
 

@@ -105,8 +105,9 @@ struct ovl_node {
 	bool hashed;		/* (shard) findable by identity */
 	dev_t key_dev;		/* identity: the origin (lowest) real object */
 	ino_t key_ino;
-	uint64_t ino; /* st_ino reported for this node */
-	mode_t type;  /* S_IFMT bits */
+	uint64_t key_salt; /* (shard) nonzero: one node per name (lower hard links) */
+	uint64_t ino;	   /* st_ino reported for this node */
+	mode_t type;	   /* S_IFMT bits */
 	pthread_mutex_t cu_lock;
 	_Atomic(struct ovl_loc *) loc;
 	_Atomic(struct ovl_stack *) stack; /* directories only */
@@ -122,6 +123,8 @@ struct ovl_node {
 	struct ovl_loc *aliases;	/* (cu) files: other names the kernel knows (hard links) */
 	_Atomic(struct ovl_loc *) data; /* metacopy: where the data is (a lower file), or NULL */
 	struct ovl_loc *old_data;	/* (cu) data locations no longer used */
+	struct ovl_listing *listing;	/* (cu) directories: the listing built last */
+	char *ihex; /* a lower hard link's name (index=on): its index entry name, or NULL */
 };
 
 #define OVL_NODE_SHARDS 64
@@ -151,6 +154,9 @@ struct ovl_fs {
 	_Atomic uint64_t tmp_seq;     /* names of temporaries */
 	bool fsync_copy;	      /* fsync copied-up data before it is renamed in */
 	pthread_rwlock_t rename_lock; /* write: renames move nodes; read: copy-up walks */
+	/* overlay.impure: set (every call counts) and cleared at readdir under this lock */
+	pthread_mutex_t impure_lock;
+	uint64_t impure_gen; /* (impure_lock) */
 	/* told when a node's attributes change behind the caller's back (copy-up) */
 	void (*changed)(void *ctx, struct ovl_node *node);
 	void *changed_ctx;
@@ -165,12 +171,12 @@ struct ovl_dirent {
 	uint8_t type; /* DT_* */
 };
 
+/* A built listing, shared by the open dirs that read it (readdir.c). */
+struct ovl_listing;
+
 struct ovl_dir {
 	struct ovl_node *node;
-	bool built;
-	size_t n;
-	size_t cap;
-	struct ovl_dirent *ents;
+	struct ovl_listing *list; /* (lock) NULL until the first read */
 	pthread_mutex_t lock;
 };
 

@@ -7,6 +7,12 @@
  * name from the layers below and are never listed, nor is any ".wh."
  * marker.  "." and ".." come first.  An offset is an index into the list,
  * so seekdir/telldir are stable for the life of the open directory.
+ *
+ * A listing is refcounted and the directory's node keeps the one built
+ * last: the kernel's FUSE readdir cache is filled from one open dir and
+ * read through others, so an open dir whose first request continues at an
+ * offset (the kernel's cache was dropped midway) must continue in that
+ * listing, or names repeat or go missing.
  */
 #define _GNU_SOURCE
 #include "ovl.h"
@@ -36,21 +42,24 @@ struct name_set {
 	size_t count;
 };
 
+struct ovl_listing {
+	_Atomic int refs;
+	size_t n;
+	size_t cap;
+	struct ovl_dirent *ents;
+	struct name_chunk *chunks;
+};
+
 struct dir_build {
 	struct ovl_fs *fs;
-	struct ovl_dir *dir;
+	struct ovl_listing *dir;
 	struct ovl_node *node;
 	bool count_only; /* emptiness check: stop at the first entry */
 	bool merged;	 /* more than one real dir: whiteouts are filtered */
 	bool in_xw;	 /* a layer so far was an xwhiteouts dir: check regular files */
 	bool lowest;	 /* reading the bottom layer (the kernel lists its xwhiteouts) */
+	bool fixed_ino;	 /* an entry's d_ino is its origin's, not the real one */
 	struct name_set seen;
-	struct name_chunk *chunks;
-};
-
-/* The names of an ovl_dir are owned through this header before ents[0]. */
-struct ovl_dir_priv {
-	struct ovl_dir pub;
 	struct name_chunk *chunks;
 };
 
@@ -139,7 +148,7 @@ static bool seen(struct dir_build *b, const char *name)
 	return b->seen.cap && *set_slot(&b->seen, name) != NULL;
 }
 
-static int add_entry(struct ovl_dir *dir, const char *name, uint64_t ino, uint8_t type)
+static int add_entry(struct ovl_listing *dir, const char *name, uint64_t ino, uint8_t type)
 {
 	struct ovl_dirent *e;
 
@@ -167,14 +176,17 @@ static int add_entry(struct ovl_dir *dir, const char *name, uint64_t ino, uint8_
 static uint64_t entry_ino(struct dir_build *b, const struct ovl_path *p, const char *name,
 			  uint64_t d_ino)
 {
+	uint64_t real = ovl_map_ino(b->fs, p->layer, d_ino);
 	struct ovl_node *n;
 	struct stat st;
 
 	if (!(p->flags & OVL_PATH_IMPURE) || p->layer != 0 || !b->fs->has_upper)
-		return ovl_map_ino(b->fs, p->layer, d_ino);
+		return real;
 	if (ovl_lookup(b->fs, b->node, name, &n, &st))
-		return ovl_map_ino(b->fs, p->layer, d_ino);
+		return real;
 	ovl_node_forget(b->fs, n, 1);
+	if (st.st_ino != real)
+		b->fixed_ino = true;
 	return st.st_ino;
 }
 
@@ -282,29 +294,60 @@ static int read_stack(struct dir_build *b)
 	return ret;
 }
 
-static int build(struct ovl_fs *fs, struct ovl_dir_priv *dp)
+void ovl_listing_put(struct ovl_listing *l)
 {
-	struct ovl_dir *dir = &dp->pub;
-	struct ovl_node *node = dir->node, *parent = ovl_loc_of(node)->parent;
-	struct dir_build b = {.fs = fs, .dir = dir, .node = node};
+	if (!l || atomic_fetch_sub(&l->refs, 1) != 1)
+		return;
+	free(l->ents);
+	free_chunks(l->chunks);
+	free(l);
+}
+
+static struct ovl_listing *listing_get(struct ovl_listing *l)
+{
+	if (l)
+		atomic_fetch_add(&l->refs, 1);
+	return l;
+}
+
+static int build(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **out)
+{
+	struct ovl_node *parent = ovl_loc_of(node)->parent;
+	struct ovl_listing *l = calloc(1, sizeof(*l));
+	struct dir_build b = {.fs = fs, .dir = l, .node = node};
+	struct ovl_stack *st = ovl_stack_of(node);
+	uint64_t gen = ovl_impure_gen(fs);
 	int ret;
 
-	if (add_entry(dir, ".", node->ino, DT_DIR) ||
-	    add_entry(dir, "..", parent ? parent->ino : node->ino, DT_DIR))
+	if (!l)
 		return -ENOMEM;
+	l->refs = 1;
+	ret = -ENOMEM;
+	if (add_entry(l, ".", node->ino, DT_DIR) ||
+	    add_entry(l, "..", parent ? parent->ino : node->ino, DT_DIR))
+		goto out;
 	ret = read_stack(&b);
-	dp->chunks = b.chunks;
+	l->chunks = b.chunks;
+	if (ret)
+		goto out;
+	/* an impure upper dir with nothing to fix loses the flag, as in the kernel */
+	if (!b.fixed_ino && node->impure && st->n == 1 && st->p[0].layer == 0)
+		ovl_clear_impure(fs, node, gen);
+	*out = l;
+	return 0;
+out:
+	ovl_listing_put(l);
 	return ret;
 }
 
 /* 0 if the merged directory shows no entry, -ENOTEMPTY if it does. */
 int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *node)
 {
-	struct ovl_dir_priv dp;
-	struct dir_build b = {.fs = fs, .dir = &dp.pub, .node = node, .count_only = true};
+	struct ovl_listing l;
+	struct dir_build b = {.fs = fs, .dir = &l, .node = node, .count_only = true};
 	int ret;
 
-	memset(&dp, 0, sizeof(dp));
+	memset(&l, 0, sizeof(l));
 	ret = read_stack(&b);
 	free_chunks(b.chunks);
 	return ret;
@@ -312,42 +355,66 @@ int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *node)
 
 int ovl_opendir(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir **out)
 {
-	struct ovl_dir_priv *dp;
+	struct ovl_dir *d;
 
 	if (!S_ISDIR(node->type))
 		return -ENOTDIR;
-	dp = calloc(1, sizeof(*dp));
-	if (!dp)
+	d = calloc(1, sizeof(*d));
+	if (!d)
 		return -ENOMEM;
-	dp->pub.node = node;
-	pthread_mutex_init(&dp->pub.lock, NULL);
+	d->node = node;
+	pthread_mutex_init(&d->lock, NULL);
 	ovl_node_ref(fs, node);
-	*out = &dp->pub;
+	*out = d;
+	return 0;
+}
+
+/* The listing an open dir reads: a new one from offset 0, else the node's last. */
+static int dir_listing(struct ovl_fs *fs, struct ovl_dir *dir, off_t off)
+{
+	struct ovl_node *node = dir->node;
+	struct ovl_listing *l = NULL, *old;
+	int ret;
+
+	if (off > 0) {
+		pthread_mutex_lock(&node->cu_lock);
+		l = listing_get(node->listing);
+		pthread_mutex_unlock(&node->cu_lock);
+	}
+	if (!l) {
+		ret = build(fs, node, &l);
+		if (ret)
+			return ret;
+		pthread_mutex_lock(&node->cu_lock);
+		old = node->listing;
+		node->listing = listing_get(l);
+		pthread_mutex_unlock(&node->cu_lock);
+		ovl_listing_put(old);
+	}
+	dir->list = l;
 	return 0;
 }
 
 int ovl_readdir(struct ovl_fs *fs, struct ovl_dir *dir, off_t off, ovl_fill_fn fill, void *ctx)
 {
-	struct ovl_dir_priv *dp = (struct ovl_dir_priv *)dir;
+	struct ovl_listing *l;
 	size_t i;
 	int ret = 0;
 
 	pthread_mutex_lock(&dir->lock);
 	/* rewinddir() re-reads, as the kernel refreshes its cache at offset 0 */
-	if (off == 0 && dir->built) {
-		dir->n = 0;
-		dir->built = false;
-		free_chunks(dp->chunks);
-		dp->chunks = NULL;
+	if (off == 0 && dir->list) {
+		ovl_listing_put(dir->list);
+		dir->list = NULL;
 	}
-	if (!dir->built) {
-		ret = build(fs, dp);
+	if (!dir->list) {
+		ret = dir_listing(fs, dir, off);
 		if (ret)
 			goto out;
-		dir->built = true;
 	}
-	for (i = (size_t)(off < 0 ? 0 : off); i < dir->n; i++) {
-		if (fill(ctx, &dir->ents[i], (off_t)(i + 1)))
+	l = dir->list;
+	for (i = (size_t)(off < 0 ? 0 : off); i < l->n; i++) {
+		if (fill(ctx, &l->ents[i], (off_t)(i + 1)))
 			break;
 	}
 out:
@@ -357,11 +424,8 @@ out:
 
 void ovl_releasedir(struct ovl_fs *fs, struct ovl_dir *dir)
 {
-	struct ovl_dir_priv *dp = (struct ovl_dir_priv *)dir;
-
 	ovl_node_unref(fs, dir->node);
-	free(dir->ents);
-	free_chunks(dp->chunks);
+	ovl_listing_put(dir->list);
 	pthread_mutex_destroy(&dir->lock);
-	free(dp);
+	free(dir);
 }

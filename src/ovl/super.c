@@ -345,6 +345,7 @@ int ovl_fs_new(const struct ovl_config *cfg, struct ovl_fs **out, char *err, siz
 		return -ENOMEM;
 	fs->workdir_fd = fs->work_fd = fs->index_fd = -1;
 	pthread_rwlock_init(&fs->rename_lock, NULL);
+	pthread_mutex_init(&fs->impure_lock, NULL);
 	ret = config_copy(&fs->config, cfg);
 	if (ret)
 		goto out_free;

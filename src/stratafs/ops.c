@@ -106,12 +106,25 @@ static int file_reply(struct sfs *s, struct ovl_node *n, struct ovl_file *f, str
 	/* flush has nothing to do (locks are the kernel's): no FLUSH on close */
 	o->open_flags = FW_FOPEN_KEEP_CACHE | FW_FOPEN_NOFLUSH;
 	/* passthrough only where no copy-up can change the backing file later */
-	sf->mode =
-	    pt_open(s, n, f->fd,
-		    !s->fs->has_upper || (ovl_has_upper(s->fs, n) && !atomic_load(&n->data)), o);
+	sf->mode = pt_open(s, n, f->fd,
+			   !s->fs->has_upper ||
+			       ((ovl_has_upper(s->fs, n) || n->indexed) && !atomic_load(&n->data)),
+			   o);
+	/*
+	 * The names of a lower hard link are FUSE inodes of their own sharing
+	 * one file: no page cache, or one name would miss the other's writes.
+	 */
+	if (sf->mode == PT_NONE && ovl_hl_group(s->fs, n))
+		o->open_flags = FW_FOPEN_DIRECT_IO | FW_FOPEN_NOFLUSH;
 	o->fh = (uint64_t)(uintptr_t)sf;
 	files_add(s, sf);
 	return 0;
+}
+
+/* The names of a lower hard link share attributes across FUSE inodes: no caching. */
+static double attr_timeout(const struct sfs *s, const struct ovl_node *n)
+{
+	return ovl_hl_group(s->fs, n) ? 0 : s->attr_timeout;
 }
 
 static void fill_entry(struct sfs *s, struct fw_entry *e, struct ovl_node *n, const struct stat *st)
@@ -120,7 +133,7 @@ static void fill_entry(struct sfs *s, struct fw_entry *e, struct ovl_node *n, co
 	e->generation = 0;
 	e->attr = *st;
 	e->entry_timeout = s->entry_timeout;
-	e->attr_timeout = s->attr_timeout;
+	e->attr_timeout = attr_timeout(s, n);
 }
 
 static void sfs_init(void *ud, struct fw_conn *cn)
@@ -176,7 +189,7 @@ static int sfs_getattr(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64
 	int ret;
 
 	(void)c;
-	*timeout = s->attr_timeout;
+	*timeout = attr_timeout(s, n);
 	/* fstat of an open file: its object may have no name any more */
 	if (fh && !S_ISDIR(n->type)) {
 		ret = ovl_fstat(s->fs, file_of(fh), st);
@@ -194,7 +207,7 @@ static int sfs_setattr(void *ud, const struct fw_ctx *c, uint64_t nodeid,
 	struct ovl_setattr os = {0};
 
 	(void)c;
-	*timeout = s->attr_timeout;
+	*timeout = attr_timeout(s, node_of(s, nodeid));
 	os.valid = sa->valid & (OVL_SET_MODE | OVL_SET_UID | OVL_SET_GID | OVL_SET_SIZE |
 				OVL_SET_ATIME | OVL_SET_MTIME);
 	os.mode = sa->mode;
