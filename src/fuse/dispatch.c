@@ -23,6 +23,10 @@ void fw_reply(struct fw_worker *w, uint64_t unique, int err, const void *data, s
 	struct iovec iov[2];
 	int n = 1;
 
+	if (w->ring) {
+		fw_uring_reply(w, unique, err, data, len);
+		return;
+	}
 	oh.unique = unique;
 	oh.error = err;
 	oh.len = sizeof(oh);
@@ -997,9 +1001,10 @@ void fw_dispatch(struct fw_worker *w, const struct fuse_in_header *h, size_t len
 	if (h->opcode < FW_OP_MAX)
 		fn = optable[h->opcode].fn;
 	if (w->se->debug)
-		fprintf(stderr, "stratafs: %llu %s(%u) node %llu len %zu\n",
+		fprintf(stderr, "stratafs: %llu %s(%u) node %llu len %zu%s\n",
 			(unsigned long long)h->unique, fn ? optable[h->opcode].name : "UNKNOWN",
-			h->opcode, (unsigned long long)h->nodeid, len);
+			h->opcode, (unsigned long long)h->nodeid, len,
+			w->ring ? " (io_uring)" : "");
 	if (!fn) {
 		fw_reply_err(w, h->unique, -ENOSYS);
 		return;

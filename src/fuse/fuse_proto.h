@@ -40,6 +40,38 @@
 #define FUSE_OVER_IO_URING (1ULL << 41)
 #endif
 
+/*
+ * FUSE over io_uring (7.42, include/uapi/linux/fuse.h): each ring entry is
+ * a header buffer (struct fw_uring_req_header) and a payload buffer; the
+ * daemon sends IORING_OP_URING_CMD with one of these commands and struct
+ * fw_uring_cmd_req in the SQE's command area (IORING_SETUP_SQE128).
+ */
+#define FW_URING_IN_OUT_HEADER_SZ 128
+#define FW_URING_OP_IN_OUT_SZ	  128
+#define FW_URING_CMD_REGISTER	  1
+#define FW_URING_CMD_COMMIT_FETCH 2
+
+struct fw_uring_ent_in_out {
+	uint64_t flags;
+	uint64_t commit_id; /* the request's unique */
+	uint32_t payload_sz;
+	uint32_t padding;
+	uint64_t reserved;
+};
+
+struct fw_uring_req_header {
+	char in_out[FW_URING_IN_OUT_HEADER_SZ]; /* fuse_in_header / fuse_out_header */
+	char op_in[FW_URING_OP_IN_OUT_SZ];	/* the request's first argument */
+	struct fw_uring_ent_in_out ring_ent_in_out;
+};
+
+struct fw_uring_cmd_req {
+	uint64_t flags;
+	uint64_t commit_id;
+	uint16_t qid;
+	uint8_t padding[6];
+};
+
 #ifndef FOPEN_PASSTHROUGH
 #define FOPEN_PASSTHROUGH (1 << 7)
 #endif

@@ -8,12 +8,16 @@
 #include "fuse_proto.h"
 #include "fw.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
+struct fw_ring;
+
 struct fw_worker {
 	struct fw_session *se;
-	int fd; /* a clone of the session fd, or the session fd itself */
+	struct fw_ring *ring; /* io_uring transport: this worker serves one ring entry */
+	int fd;		      /* a clone of the session fd, or the session fd itself */
 	pthread_t tid;
 	bool started;
 	char *inbuf;		     /* one request */
@@ -35,8 +39,11 @@ struct fw_session {
 	int init_err;
 	bool destroyed;
 	struct fw_worker *init_worker;
-	int nworkers;
-	struct fw_worker **workers;
+	int nworkers;		    /* /dev/fuse readers */
+	struct fw_worker **workers; /* the readers, then the ring workers */
+	bool want_uring;	    /* -o io_uring */
+	int nring;		    /* ring workers (0: no io_uring) */
+	int nqueues;		    /* the kernel's ring queues: one per possible CPU */
 	pthread_t main_thread;
 	_Atomic bool exited; /* the kernel closed the connection */
 	_Atomic bool stop;   /* workers must return */
@@ -54,7 +61,36 @@ void fw_dispatch(struct fw_worker *w, const struct fuse_in_header *h, size_t len
 void fw_reply(struct fw_worker *w, uint64_t unique, int err, const void *data, size_t len);
 void fw_reply_err(struct fw_worker *w, uint64_t unique, int err);
 
+/* uring.c: FUSE over io_uring */
+#ifdef HAVE_LIBURING
+/* before INIT is answered: create the rings; 0 if the flag may be granted */
+int fw_uring_prepare(struct fw_session *se);
+void *fw_uring_main(void *arg);
+void fw_uring_reply(struct fw_worker *w, uint64_t unique, int err, const void *data, size_t len);
+void fw_uring_free(struct fw_worker *w);
+#else
+static inline int fw_uring_prepare(struct fw_session *se)
+{
+	(void)se;
+	return -EOPNOTSUPP;
+}
+static inline void *fw_uring_main(void *arg)
+{
+	return arg;
+}
+static inline void fw_uring_reply(struct fw_worker *w, uint64_t unique, int err, const void *data,
+				  size_t len)
+{
+	(void)w, (void)unique, (void)err, (void)data, (void)len;
+}
+static inline void fw_uring_free(struct fw_worker *w)
+{
+	(void)w;
+}
+#endif
+
 /* session.c */
+struct fw_worker *fw_worker_new(struct fw_session *se, int fd);
 void fw_interrupt(struct fw_worker *self, const struct fuse_in_header *h, uint64_t target);
 
 #endif

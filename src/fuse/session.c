@@ -39,6 +39,7 @@ struct fw_session *fw_session_new(int fd, const struct fw_ops *ops, void *ud,
 	se->ops = ops;
 	se->ud = ud;
 	se->debug = so && so->debug;
+	se->want_uring = so && so->io_uring;
 	se->max_pages = (so && so->max_pages) ? so->max_pages : FW_DEFAULT_MAX_PAGES;
 	se->bufsize = (size_t)se->max_pages * FW_PAGE_SIZE + FW_PAGE_SIZE;
 	se->nworkers = so ? so->threads : 0;
@@ -59,7 +60,7 @@ int fw_session_fd(const struct fw_session *se)
 	return se->fd;
 }
 
-static struct fw_worker *worker_new(struct fw_session *se, int fd)
+struct fw_worker *fw_worker_new(struct fw_session *se, int fd)
 {
 	struct fw_worker *w = calloc(1, sizeof(*w));
 
@@ -82,6 +83,7 @@ static void worker_free(struct fw_worker *w)
 {
 	if (!w)
 		return;
+	fw_uring_free(w);
 	if (w->fd >= 0 && w->fd != w->se->fd)
 		close(w->fd);
 	free(w->inbuf);
@@ -102,6 +104,25 @@ static ssize_t read_request(struct fw_worker *w)
 	if ((size_t)n < sizeof(struct fuse_in_header))
 		return 0;
 	return n;
+}
+
+/* -o io_uring: granted only if the kernel offers it and the rings are ready */
+static void want_uring(struct fw_session *se, struct fw_conn *cn)
+{
+	int err;
+
+	if (!(cn->capable & FUSE_OVER_IO_URING)) {
+		fprintf(stderr, "stratafs: io_uring not offered by the kernel (fuse module "
+				"parameter enable_uring=1 needed); using /dev/fuse\n");
+		return;
+	}
+	err = fw_uring_prepare(se);
+	if (err) {
+		fprintf(stderr, "stratafs: io_uring unavailable (%s); using /dev/fuse\n",
+			strerror(-err));
+		return;
+	}
+	cn->want |= FUSE_OVER_IO_URING;
 }
 
 static void do_init(struct fw_worker *w, const struct fuse_in_header *h, const void *arg)
@@ -143,6 +164,8 @@ static void do_init(struct fw_worker *w, const struct fuse_in_header *h, const v
 	cn->max_stack_depth = 0;
 	if (se->ops->init)
 		se->ops->init(se->ud, cn);
+	if (se->want_uring)
+		want_uring(se, cn);
 	cn->want &= cn->capable;
 	if (!(cn->want & FUSE_PASSTHROUGH))
 		cn->max_stack_depth = 0;
@@ -171,7 +194,7 @@ static void do_init(struct fw_worker *w, const struct fuse_in_header *h, const v
 /* Serve requests until INIT has been answered. */
 int fw_session_init(struct fw_session *se)
 {
-	struct fw_worker *w = worker_new(se, se->fd);
+	struct fw_worker *w = fw_worker_new(se, se->fd);
 	const struct fuse_in_header *h;
 	ssize_t n;
 	int err = 0;
@@ -251,7 +274,9 @@ static int start_workers(struct fw_session *se)
 {
 	int i, fd;
 
-	se->workers = calloc((size_t)se->nworkers, sizeof(*se->workers));
+	/* (the ring workers, if any, are made at INIT) */
+	if (!se->workers)
+		se->workers = calloc((size_t)se->nworkers, sizeof(*se->workers));
 	if (!se->workers)
 		return -ENOMEM;
 	for (i = 0; i < se->nworkers; i++) {
@@ -261,11 +286,17 @@ static int start_workers(struct fw_session *se)
 		} else {
 			/* fall back to sharing the fd when cloning is refused */
 			fd = clone_fd(se);
-			se->workers[i] = worker_new(se, fd < 0 ? se->fd : fd);
+			se->workers[i] = fw_worker_new(se, fd < 0 ? se->fd : fd);
 		}
 		if (!se->workers[i])
 			return -ENOMEM;
 		if (pthread_create(&se->workers[i]->tid, NULL, worker_main, se->workers[i]))
+			return -EAGAIN;
+		se->workers[i]->started = true;
+	}
+	/* ring workers register their entries now that INIT is answered */
+	for (; i < se->nworkers + se->nring; i++) {
+		if (pthread_create(&se->workers[i]->tid, NULL, fw_uring_main, se->workers[i]))
 			return -EAGAIN;
 		se->workers[i]->started = true;
 	}
@@ -316,11 +347,11 @@ out_unmount:
 out_join:
 	/* wake workers still blocked in read() */
 	atomic_store(&se->stop, true);
-	for (i = 0; se->workers && i < se->nworkers; i++) {
+	for (i = 0; se->workers && i < se->nworkers + se->nring; i++) {
 		if (se->workers[i] && se->workers[i]->started)
 			pthread_kill(se->workers[i]->tid, SIGUSR2);
 	}
-	for (i = 0; se->workers && i < se->nworkers; i++) {
+	for (i = 0; se->workers && i < se->nworkers + se->nring; i++) {
 		if (se->workers[i] && se->workers[i]->started)
 			pthread_join(se->workers[i]->tid, NULL);
 	}
@@ -337,7 +368,7 @@ void fw_session_destroy(struct fw_session *se)
 
 	if (!se)
 		return;
-	for (i = 0; se->workers && i < se->nworkers; i++)
+	for (i = 0; se->workers && i < se->nworkers + se->nring; i++)
 		worker_free(se->workers[i]);
 	free(se->workers);
 	worker_free(se->init_worker);
@@ -352,7 +383,7 @@ void fw_interrupt(struct fw_worker *self, const struct fuse_in_header *h, uint64
 	struct fw_session *se = self->se;
 	int i;
 
-	for (i = 0; se->workers && i < se->nworkers; i++) {
+	for (i = 0; se->workers && i < se->nworkers + se->nring; i++) {
 		struct fw_worker *w = se->workers[i];
 
 		if (!w || atomic_load(&w->cur_unique) != target)

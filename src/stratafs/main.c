@@ -43,6 +43,9 @@ static const char usage[] =
     "                          lazytime and the like are accepted\n"
     "stratafs options:\n"
     "  threads=N               worker threads (default: one per core)\n"
+    "  passthrough=on|off      file data straight to the real files (default: on, as root)\n"
+    "  io_uring                requests over io_uring (needs the fuse module parameter\n"
+    "                          enable_uring=1; else /dev/fuse is used, with a warning)\n"
     "  entry_timeout=S, attr_timeout=S, negative_timeout=S  kernel cache times\n"
     "  debug                   trace every request (implies -f)\n"
     "\n"
@@ -63,6 +66,7 @@ struct cmdline {
 	bool foreground;
 	bool debug;
 	bool no_passthrough;
+	bool io_uring;
 	int threads;
 	double entry_timeout;
 	double attr_timeout;
@@ -141,6 +145,21 @@ static int other_opt(void *ctx, const char *key, const char *val, char *err, siz
 	}
 	if (!strcmp(key, "debug")) {
 		cl->debug = true;
+		return 0;
+	}
+	if (!strcmp(key, "io_uring")) {
+		if (val && strcmp(val, "on") && strcmp(val, "off")) {
+			snprintf(err, errlen, "bad value for 'io_uring': '%s' (use on or off)",
+				 val);
+			return -EINVAL;
+		}
+		cl->io_uring = !val || !strcmp(val, "on");
+#ifndef HAVE_LIBURING
+		if (cl->io_uring) {
+			snprintf(err, errlen, "io_uring: this stratafs was built without liburing");
+			return -EINVAL;
+		}
+#endif
 		return 0;
 	}
 	if (!strcmp(key, "threads")) {
@@ -330,7 +349,8 @@ static int check_mountpoint(const char *mp)
 
 static int serve(struct cmdline *cl, struct sfs *s)
 {
-	struct fw_session_opts so = {.threads = cl->threads, .debug = cl->debug};
+	struct fw_session_opts so = {
+	    .threads = cl->threads, .debug = cl->debug, .io_uring = cl->io_uring};
 	struct fw_mount_opts mo = {0};
 	char mp[PATH_MAX], err[512] = "";
 	int fd, notify_fd = -1, ret;
