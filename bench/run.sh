@@ -7,8 +7,10 @@
 #   bench/run.sh [-r REPS] [-q] [-i IMPLS] [-w WORKLOADS] [-b BUILD_DIR]
 #     -r REPS      repetitions per implementation (default 3)
 #     -q           quick: a small lower tree and 128 MiB big files (a smoke run)
-#     -i IMPLS     comma list of: native,kernel,fuse-overlayfs,stratafs,stratafs-nopt
-#                  (default: all of them; unionfs-fuse with -i ...,unionfs-fuse)
+#     -i IMPLS     comma list of: native,kernel,fuse-overlayfs,stratafs,stratafs-nopt,
+#                  stratafs-uring (default: all of them; unionfs-fuse with -i ...,unionfs-fuse)
+#                  stratafs-uring sets the fuse module parameter enable_uring=1 for
+#                  the run and restores it afterwards
 #     -w WORKLOADS comma list (default: all): find,stat,readall,untar,cu_small,cu_big,
 #                  rmrf,meta,rename,seqread,seqwrite,randread
 #     -b BUILD     the build directory holding stratafs (default: build)
@@ -18,7 +20,7 @@ set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 REPS=3
 QUICK=0
-IMPLS=native,kernel,fuse-overlayfs,stratafs,stratafs-nopt
+IMPLS=native,kernel,fuse-overlayfs,stratafs,stratafs-nopt,stratafs-uring
 WLS=find,stat,readall,untar,cu_small,cu_big,rmrf,meta,rename,seqread,seqwrite,randread
 BUILD=$here/build
 while getopts "r:qi:w:b:" o; do
@@ -110,9 +112,10 @@ mount_impl() { # IMPL RUNDIR -> mounts RUNDIR/m
 	unionfs-fuse)
 		unionfs -f -o cow,allow_other "$r/u=RW:$LOWER=RO" "$r/m" &
 		PID=$! ;;
-	stratafs | stratafs-nopt)
+	stratafs | stratafs-nopt | stratafs-uring)
 		local o="lowerdir=$LOWER,upperdir=$r/u,workdir=$r/w"
 		[ $impl = stratafs-nopt ] && o="$o,passthrough=off"
+		[ $impl = stratafs-uring ] && o="$o,io_uring"
 		"$STRATAFS" bench "$r/m" -f -o "$o" &
 		PID=$! ;;
 	esac
@@ -184,8 +187,19 @@ run_workload() { # IMPL REP WL M
 	esac
 }
 
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_SAVED=
+uring_on() { # stratafs-uring needs the kernel to offer FUSE over io_uring
+	case ",$IMPLS," in *,stratafs-uring,*) ;; *) return ;; esac
+	[ -w "$URING_PARAM" ] || { echo "bench: no $URING_PARAM; stratafs-uring uses /dev/fuse" >&2; return; }
+	URING_SAVED=$(cat "$URING_PARAM")
+	echo 1 > "$URING_PARAM"
+	trap 'echo "$URING_SAVED" > "$URING_PARAM"' EXIT
+}
+
 main() {
 	build_lower
+	uring_on
 	RUN_ID=$(date +%Y%m%d-%H%M%S)
 	: > "$BENCH_DIR/rss.tsv"
 	local impl rep wl r

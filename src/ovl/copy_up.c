@@ -356,6 +356,10 @@ static int copy_up_metacopy_data(struct ovl_fs *fs, struct ovl_node *node)
 		goto out_in;
 	}
 	ret = fstat(in, &st) < 0 ? -errno : copy_data(in, out, st.st_size);
+	/* the data was written into the file: its mtime moves, as in the kernel */
+	if (!ret && futimens(out, (struct timespec[2]){{.tv_nsec = UTIME_OMIT},
+						       {.tv_nsec = UTIME_NOW}}) < 0)
+		ret = -errno;
 	if (!ret && fs->fsync_copy && fsync(out) < 0)
 		ret = -errno;
 	if (!ret)
@@ -509,5 +513,7 @@ int ovl_copy_up_data(struct ovl_fs *fs, struct ovl_node *node)
 	if (atomic_load(&node->data))
 		ret = copy_up_metacopy_data(fs, node);
 	pthread_mutex_unlock(&node->cu_lock);
+	if (!ret && fs->changed)
+		fs->changed(fs->changed_ctx, node); /* its mtime moved */
 	return ret;
 }

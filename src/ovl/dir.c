@@ -350,11 +350,13 @@ static int pin_object(struct ovl_fs *fs, struct ovl_node *node, const struct sta
 	int dfd;
 
 	/*
-	 * Only while files are open: otherwise the space is freed at once, as
-	 * in the kernel (an open racing with the unlink fails with ENOENT, as if
-	 * it came after it).
+	 * A regular file only while it is open here: otherwise the space is
+	 * freed at once, as in the kernel (an open racing with the unlink fails
+	 * with ENOENT, as if it came after it).  A fifo, socket or device is
+	 * opened by the kernel without telling us: always (it holds no data).
 	 */
-	if (!S_ISREG(node->type) || st->st_nlink > 1 || !ovl_node_in_use(fs, node) ||
+	if (S_ISDIR(node->type) || st->st_nlink > 1 ||
+	    (S_ISREG(node->type) && !ovl_node_in_use(fs, node)) ||
 	    ovl_real_at(fs, node, &dfd, &name))
 		return -1;
 	return openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -492,6 +494,12 @@ static int set_redirect(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 	char *copy;
 	int ret;
 
+	/*
+	 * The names of a lower hard link may end up in different dirs: an
+	 * absolute redirect (the kernel's ovl_need_absolute_redirect()).
+	 */
+	if (!S_ISDIR(node->type) && node->lower_nlink > 1)
+		samedir = false;
 	if (node->redirect && (samedir || node->redirect[0] == '/'))
 		return 0; /* the redirect it has still finds its lower dirs */
 	if (samedir) {
@@ -640,7 +648,8 @@ static int rename_prepare(struct rename_ctx *r)
 		if (S_ISDIR(r->nn->type))
 			ret = prepare_dir_move(fs, r->nn, r->newdir, r->newname, r->olddir);
 		else if (atomic_load(&r->nn->data))
-			ret = set_redirect(fs, r->nn, r->newdir, r->newname, false);
+			ret =
+			    set_redirect(fs, r->nn, r->newdir, r->newname, r->olddir == r->newdir);
 		if (!ret && !S_ISDIR(r->nn->type) && r->nn->lower && r->olddir != r->newdir)
 			ret = ovl_set_impure(fs, r->olddir);
 	}
