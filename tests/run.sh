@@ -6,7 +6,12 @@
 # Runs, in order: the unit tests (meson test), the option/mount-path tests
 # (tests/integration/test_options.py), the differential rig against the
 # kernel overlay (3 layers with a 100,000-entry dir, then 50 layers), the
-# write-mode rig, and the interop, crash and full-disk suites.
+# write-mode rig, the interop, crash, full-disk, permission, fault and
+# concurrency suites, the differential operation fuzzer (10,000 operations,
+# seed 1), and, where the kernel offers FUSE over io_uring, a second pass of
+# the write rig, faults, concurrency and 3,000 fuzzer operations with
+# -o io_uring (the fuse module parameter enable_uring is set for it and
+# restored).
 # Each unit test, each option test and each rig run counts as one test; the
 # last line is `N passed, N failed` and the exit status is 1 if anything
 # failed.  STRATAFS_EXTRA_OPTS (e.g. "noatime") is appended to every
@@ -48,11 +53,12 @@ fi
 count "unit tests ($((SECONDS - start))s)" "$p" "$f"
 
 # 2. option and mount-path tests ------------------------------------------------
-suite() {   # suite NAME SCRIPT: a script ending in "N passed, N failed"
+suite() {   # suite NAME SCRIPT [ARGS...]: a script ending in "N passed, N failed"
     local name=$1 script=$2
+    shift 2
     echo "=== $name"
     local start=$SECONDS
-    python3 "tests/integration/$script" --stratafs "$BIN" 2>&1 | tee "$tmp"
+    python3 "tests/integration/$script" --stratafs "$BIN" "$@" 2>&1 | tee "$tmp"
     local rc=${PIPESTATUS[0]}
     local line p f
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tmp" | tail -n 1)
@@ -93,6 +99,27 @@ suite "full disk" test_enospc.py
 suite "permissions" test_perms.py
 suite "faults" test_faults.py
 suite "concurrency" test_stress.py
+
+# 5. the differential operation fuzzer: 10,000 seeded random operations
+suite "fuzz_ops kernel vs stratafs" fuzz_ops.py --shrink-time 60
+
+# 6. the same over FUSE io_uring, where the kernel has it (fuse.enable_uring)
+URING=/sys/module/fuse/parameters/enable_uring
+if [ -w "$URING" ] && grep -q uring "$BUILD/build.ninja" 2>/dev/null; then
+    saved=$(cat "$URING")
+    echo 1 > "$URING"
+    base_opts=$STRATAFS_EXTRA_OPTS
+    export STRATAFS_EXTRA_OPTS=${base_opts:+$base_opts,}io_uring
+    rig rig_write.py "write rig io_uring" --workdir "$RIGBASE-w-uring"
+    rig rig.py "rig 50 layers io_uring" --layers 50 --workdir "$RIGBASE-50"
+    suite "faults io_uring" test_faults.py
+    suite "concurrency io_uring" test_stress.py
+    suite "fuzz_ops io_uring" fuzz_ops.py --seed uring --ops 3000 --shrink-time 60
+    export STRATAFS_EXTRA_OPTS=$base_opts
+    echo "$saved" > "$URING"
+else
+    echo "=== io_uring: not available here (no writable $URING or no liburing build); skipped"
+fi
 
 echo "=== summary"
 for s in "${summary[@]}"; do echo "  $s"; done

@@ -356,9 +356,10 @@ static int copy_up_metacopy_data(struct ovl_fs *fs, struct ovl_node *node)
 		goto out_in;
 	}
 	ret = fstat(in, &st) < 0 ? -errno : copy_data(in, out, st.st_size);
-	/* the data was written into the file: its mtime moves, as in the kernel */
-	if (!ret && futimens(out, (struct timespec[2]){{.tv_nsec = UTIME_OMIT},
-						       {.tv_nsec = UTIME_NOW}}) < 0)
+	/* data written into the file moves its mtime, as in the kernel */
+	if (!ret && st.st_size > 0 &&
+	    futimens(out, (struct timespec[2]){{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_NOW}}) <
+		0)
 		ret = -errno;
 	if (!ret && fs->fsync_copy && fsync(out) < 0)
 		ret = -errno;

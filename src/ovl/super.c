@@ -282,6 +282,25 @@ static int mark_index_dir(struct ovl_fs *fs)
 }
 
 /* upperdir= and workdir=: the kernel's checks, the workdir layout, the in-use lock. */
+/*
+ * Lock upperdir/workdir for this mount.  A daemon whose filesystem was just
+ * unmounted may still be on its way out holding the lock: wait a second for
+ * it before calling the pair in use, so that umount + mount works.
+ */
+static int lock_in_use(int fd)
+{
+	int i;
+
+	for (i = 0; i < 100; i++) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK)
+			return -errno;
+		usleep(10000);
+	}
+	return -EBUSY;
+}
+
 static int setup_upper(struct ovl_fs *fs, char *err, size_t errlen)
 {
 	const struct ovl_config *cfg = &fs->config;
@@ -299,8 +318,7 @@ static int setup_upper(struct ovl_fs *fs, char *err, size_t errlen)
 			    "workdir and upperdir must reside under the same mount");
 	if (path_below(cfg->upperdir, cfg->workdir) || path_below(cfg->workdir, cfg->upperdir))
 		return fail(err, errlen, -EINVAL, "workdir and upperdir must be separate subtrees");
-	if (flock(fs->workdir_fd, LOCK_EX | LOCK_NB) < 0 ||
-	    flock(fs->layers[0].fd, LOCK_EX | LOCK_NB) < 0)
+	if (lock_in_use(fs->workdir_fd) < 0 || lock_in_use(fs->layers[0].fd) < 0)
 		return fail(err, errlen, -EBUSY,
 			    "upperdir '%s' or workdir '%s' is in use by another mount",
 			    cfg->upperdir, cfg->workdir);

@@ -897,18 +897,23 @@ class Daemon:
         return probs
 
     def kill(self):
-        if self.traced and self.proc.poll() is None:
-            pid = self.pid()
-            if pid:
-                os.kill(pid, signal.SIGKILL)
-            try:
-                self.proc.wait(timeout=20)     # strace leaves when its tracee is gone
-                return
-            except subprocess.TimeoutExpired:
-                pass
+        pid = self.pid() if self.proc.poll() is None else None
+        if self.traced and pid:
+            # the daemon first (strace holds a stalled thread of it, which SIGKILL still ends), then
+            # strace, which would otherwise sit out its delay
+            os.kill(pid, signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        end = time.monotonic() + 10
+        while self.traced and pid and time.monotonic() < end:
+            try:
+                with open("/proc/%d/stat" % pid) as fh:
+                    if fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                        break
+            except OSError:
+                break                          # gone (reaped by init)
+            time.sleep(0.005)
 
 
 def wait_ready(journals, workers, secs):
