@@ -402,7 +402,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 	}
 	if (loc->iname) {
 		/* already in the index: one more upper name for it, same union nlink */
-		ret = ovl_getattr(fs, node, &cur);
+		ret = ovl_getattr_locked(fs, node, &cur);
 		if (!ret && linkat(fs->index_fd, loc->iname, updfd, loc->name, 0) < 0)
 			ret = -errno;
 		if (!ret)

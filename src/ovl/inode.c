@@ -603,9 +603,15 @@ void ovl_union_nlink(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 /* A merged directory reports st_nlink 1, as the kernel does. */
 int ovl_getattr(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 {
+	ovl_hl_refresh(fs, node);
+	return ovl_getattr_locked(fs, node, st);
+}
+
+/* ovl_getattr() for a caller holding node->cu_lock (no refresh). */
+int ovl_getattr_locked(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
+{
 	int ret;
 
-	ovl_hl_refresh(fs, node);
 	ret = ovl_real_stat(fs, node, st);
 
 	if (ret)

@@ -143,6 +143,7 @@ int ovl_set_nlink(struct ovl_fs *fs, struct ovl_node *node, nlink_t nlink, char 
 /* st_nlink of an indexed file: the union count kept in overlay.nlink */
 void ovl_union_nlink(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 int ovl_getattr(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
+int ovl_getattr_locked(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 int ovl_readlink(struct ovl_fs *fs, struct ovl_node *node, char *buf, size_t size);
 int ovl_access(struct ovl_fs *fs, struct ovl_node *node, uid_t uid, gid_t gid, int mask);
 
