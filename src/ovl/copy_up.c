@@ -448,8 +448,11 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 		/* a broken hard link is a file of its own now, with its own st_ino */
 		struct stat ust;
 
-		if (fstatat(updfd, loc->name, &ust, AT_SYMLINK_NOFOLLOW) == 0)
+		if (fstatat(updfd, loc->name, &ust, AT_SYMLINK_NOFOLLOW) == 0) {
 			node->ino = ovl_map_ino(fs, 0, ust.st_ino);
+			/* found by its upper inode from now on, as a lookup does */
+			ovl_node_rekey(fs, node, ust.st_dev, ust.st_ino, 0);
+		}
 	}
 	ovl_node_ref(fs, parent);
 	return ovl_node_set_loc(node, parent, loc->name, 0, iname);
@@ -458,7 +461,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 static int copy_up(struct ovl_fs *fs, struct ovl_node *node, bool data)
 {
 	struct ovl_node *parent;
-	bool copied;
+	bool copied, breaks;
 	int ret;
 
 	if (!fs->has_upper)
@@ -475,14 +478,20 @@ static int copy_up(struct ovl_fs *fs, struct ovl_node *node, bool data)
 	pthread_mutex_lock(&node->cu_lock);
 	ret = 0;
 	copied = false;
+	/* a lower hard link without the index breaks: st_nlink and st_ino change */
+	breaks = S_ISREG(node->type) && node->key_salt && fs->index_fd < 0;
 	if (!ovl_has_upper(fs, node)) {
 		ret = copy_up_locked(fs, node, parent, data);
 		copied = !ret;
 	}
 	pthread_mutex_unlock(&node->cu_lock);
 	if (copied && fs->changed) {
-		/* a directory may now be merged (st_nlink 1); the parent's times moved */
-		if (S_ISDIR(node->type))
+		/*
+		 * A directory may now be merged (st_nlink 1); a lower hard link
+		 * without the index is broken (st_nlink, st_ino); the parent's
+		 * times moved.
+		 */
+		if (S_ISDIR(node->type) || breaks)
 			fs->changed(fs->changed_ctx, node);
 		fs->changed(fs->changed_ctx, parent);
 	}

@@ -782,8 +782,16 @@ int ovl_rename(struct ovl_fs *fs, struct ovl_node *olddir, const char *oldname,
 	ret = rename_prepare(&r);
 	if (!ret && r.nn && !(flags & RENAME_EXCHANGE))
 		r.pinfd = pin_object(fs, r.nn, &r.nst);
-	if (!ret)
+	if (!ret) {
 		ret = rename_upper(&r);
+		/*
+		 * Failed after the copy-ups and marks (as the kernel's does): the
+		 * kernel's readdir cache must ask again, so that a listing can
+		 * drop an overlay.impure nothing needs.
+		 */
+		if (ret && fs->changed && r.olddir != r.newdir)
+			fs->changed(fs->changed_ctx, r.newdir);
+	}
 	if (!ret)
 		rename_reimpure(&r);
 	if (!ret) {

@@ -331,16 +331,77 @@ static bool shard_release(struct ovl_node_shard *s, struct ovl_node *node)
 }
 
 /*
+ * Lock the shard a published node lives in.  Its key may change under
+ * ovl_node_rekey() (which holds both shards): retry until the shard locked
+ * is the one of the key read under that lock.
+ */
+static struct ovl_node_shard *lock_node_shard(struct ovl_fs *fs, struct ovl_node *node)
+{
+	struct ovl_node_shard *s;
+
+	for (;;) {
+		s = shard_of(fs, __atomic_load_n(&node->key_dev, __ATOMIC_RELAXED),
+			     __atomic_load_n(&node->key_ino, __ATOMIC_RELAXED));
+		pthread_mutex_lock(&s->lock);
+		if (s == shard_of(fs, node->key_dev, node->key_ino))
+			return s;
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
+/*
+ * A node's identity changed (a lower hard link broken by its copy-up is a
+ * file of its own, found by its upper inode from now on): move it to the
+ * chain of its new key.  A stale node known under that key is unhashed.
+ */
+void ovl_node_rekey(struct ovl_fs *fs, struct ovl_node *node, dev_t dev, ino_t ino, uint64_t salt)
+{
+	struct ovl_node_shard *a, *b, *first, *second;
+	struct ovl_node *other, **slot;
+
+	for (;;) {
+		a = shard_of(fs, __atomic_load_n(&node->key_dev, __ATOMIC_RELAXED),
+			     __atomic_load_n(&node->key_ino, __ATOMIC_RELAXED));
+		b = shard_of(fs, dev, ino);
+		first = a < b ? a : b;
+		second = a < b ? b : a;
+		pthread_mutex_lock(&first->lock);
+		if (second != first)
+			pthread_mutex_lock(&second->lock);
+		if (a == shard_of(fs, node->key_dev, node->key_ino))
+			break;
+		if (second != first)
+			pthread_mutex_unlock(&second->lock);
+		pthread_mutex_unlock(&first->lock);
+	}
+	shard_unlink(a, node);
+	other = shard_find(b, dev, ino, salt);
+	if (other)
+		other->hashed = false;
+	__atomic_store_n(&node->key_dev, dev, __ATOMIC_RELAXED);
+	__atomic_store_n(&node->key_ino, ino, __ATOMIC_RELAXED);
+	node->key_salt = salt;
+	if (b->count >= b->nbuckets * 2)
+		shard_grow(b);
+	slot = bucket_of(b, dev, ino);
+	node->hnext = *slot;
+	*slot = node;
+	b->count++;
+	if (second != first)
+		pthread_mutex_unlock(&second->lock);
+	pthread_mutex_unlock(&first->lock);
+}
+
+/*
  * A node of one name (key_salt) got another name: findable under the new
  * one only.  The salt is not part of the hash, so the node stays on its
  * chain; a stale node already known under the new name is unhashed.
  */
 void ovl_node_resalt(struct ovl_fs *fs, struct ovl_node *node, uint64_t salt)
 {
-	struct ovl_node_shard *s = shard_of(fs, node->key_dev, node->key_ino);
+	struct ovl_node_shard *s = lock_node_shard(fs, node);
 	struct ovl_node *other;
 
-	pthread_mutex_lock(&s->lock);
 	if (node->key_salt) {
 		other = shard_find(s, node->key_dev, node->key_ino, salt);
 		if (other && other != node)
@@ -352,9 +413,8 @@ void ovl_node_resalt(struct ovl_fs *fs, struct ovl_node *node, uint64_t salt)
 
 void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node)
 {
-	struct ovl_node_shard *s = shard_of(fs, node->key_dev, node->key_ino);
+	struct ovl_node_shard *s = lock_node_shard(fs, node);
 
-	pthread_mutex_lock(&s->lock);
 	node->hashed = false;
 	pthread_mutex_unlock(&s->lock);
 }
@@ -367,8 +427,7 @@ static void node_drop(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup
 	bool dead;
 
 	while (node) {
-		s = shard_of(fs, node->key_dev, node->key_ino);
-		pthread_mutex_lock(&s->lock);
+		s = lock_node_shard(fs, node);
 		if (node->nlookup < nlookup || node->refs < refs)
 			abort(); /* reference count underflow: a protocol or engine bug */
 		node->nlookup -= nlookup;
@@ -400,10 +459,9 @@ void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup)
 
 bool ovl_node_in_use(struct ovl_fs *fs, struct ovl_node *node)
 {
-	struct ovl_node_shard *s = shard_of(fs, node->key_dev, node->key_ino);
+	struct ovl_node_shard *s = lock_node_shard(fs, node);
 	bool used;
 
-	pthread_mutex_lock(&s->lock);
 	used = node->refs > 0;
 	pthread_mutex_unlock(&s->lock);
 	return used;
@@ -411,9 +469,8 @@ bool ovl_node_in_use(struct ovl_fs *fs, struct ovl_node *node)
 
 void ovl_node_ref(struct ovl_fs *fs, struct ovl_node *node)
 {
-	struct ovl_node_shard *s = shard_of(fs, node->key_dev, node->key_ino);
+	struct ovl_node_shard *s = lock_node_shard(fs, node);
 
-	pthread_mutex_lock(&s->lock);
 	node->refs++;
 	pthread_mutex_unlock(&s->lock);
 }

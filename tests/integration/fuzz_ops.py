@@ -1293,7 +1293,7 @@ def repro_script(cfg, spec, ops, diffs, title, check_every=1, rerun=""):
     lines += ["import subprocess, sys",
               "if sys.argv[1] == 'upper':",
               "    dump(sys.argv[2], True)",
-              "    idx = [n for n in os.listdir(sys.argv[3] + '/index') if not n.startswith('#')]",
+              "    idx = [n for n in (os.listdir(sys.argv[3] + '/index') if os.path.isdir(sys.argv[3] + '/index') else []) if not n.startswith('#')]",
               "    print('work/index: %d entries' % len(idx))",
               "    print('work/work:', sorted(n for n in os.listdir(sys.argv[3] + '/work') if not n.startswith('#')))",
               "    sys.exit(0)",
