@@ -380,10 +380,12 @@ static void index_nlink_drop(struct ovl_fs *fs, struct ovl_node *node, nlink_t n
 	}
 	if (fstatat(fs->index_fd, iname, &ist, AT_SYMLINK_NOFOLLOW) < 0)
 		return;
-	if (ist.st_nlink != 1)
+	if (ist.st_nlink != 1) {
 		ovl_set_nlink(fs, node, ist.st_nlink - 1, 'U');
-	else
-		unlinkat(fs->index_fd, iname, 0);
+		return;
+	}
+	ovl_nodes_pin_index(fs, iname);
+	unlinkat(fs->index_fd, iname, 0);
 }
 
 /* Is this the last name of node?  Then it can no longer be found by identity. */
@@ -395,7 +397,8 @@ static void forget_name(struct ovl_fs *fs, struct ovl_node *node, const struct s
 	if (pinfd < 0)
 		return;
 	pthread_mutex_lock(&node->cu_lock);
-	if (ovl_node_pin(node, pinfd) == 0)
+	/* (pinned already when its index entry went) */
+	if (!atomic_load(&node->detached) && ovl_node_pin(node, pinfd) == 0)
 		pinfd = -1;
 	pthread_mutex_unlock(&node->cu_lock);
 	if (pinfd >= 0)

@@ -411,6 +411,57 @@ void ovl_node_resalt(struct ovl_fs *fs, struct ovl_node *node, uint64_t salt)
 	pthread_mutex_unlock(&s->lock);
 }
 
+/*
+ * The index entry iname is about to go (its union link count is 0): every
+ * open node that reaches its object through it keeps the object with an
+ * O_PATH fd, as the kernel's shared inode would.  A walk over the whole
+ * table, but only when the last name of an indexed hard link goes.
+ */
+void ovl_nodes_pin_index(struct ovl_fs *fs, const char *iname)
+{
+	struct ovl_node **found = NULL, **grown, *n;
+	size_t nfound = 0, cap = 0, b, i;
+	struct ovl_loc *loc;
+	int k, fd;
+
+	for (k = 0; k < OVL_NODE_SHARDS; k++) {
+		struct ovl_node_shard *s = &fs->shards[k];
+
+		pthread_mutex_lock(&s->lock);
+		for (b = 0; b < s->nbuckets; b++) {
+			for (n = s->buckets[b]; n; n = n->hnext) {
+				loc = ovl_loc_of(n);
+				if (!n->refs || !loc || !loc->iname || strcmp(loc->iname, iname))
+					continue;
+				if (nfound == cap) {
+					cap = cap ? cap * 2 : 8;
+					grown = realloc(found, cap * sizeof(*found));
+					if (!grown)
+						continue;
+					found = grown;
+				}
+				n->refs++;
+				found[nfound++] = n;
+			}
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+	for (i = 0; i < nfound; i++) {
+		n = found[i];
+		fd = openat(fs->index_fd, iname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		pthread_mutex_lock(&n->cu_lock);
+		loc = ovl_loc_of(n);
+		if (fd >= 0 && !atomic_load(&n->detached) && loc->iname &&
+		    !strcmp(loc->iname, iname) && ovl_node_pin(n, fd) == 0)
+			fd = -1;
+		pthread_mutex_unlock(&n->cu_lock);
+		if (fd >= 0)
+			close(fd);
+		ovl_node_unref(fs, n);
+	}
+	free(found);
+}
+
 void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node)
 {
 	struct ovl_node_shard *s = lock_node_shard(fs, node);

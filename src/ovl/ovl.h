@@ -112,6 +112,8 @@ struct ovl_node *ovl_node_find_get(struct ovl_fs *fs, dev_t dev, ino_t ino, uint
 void ovl_node_resalt(struct ovl_fs *fs, struct ovl_node *node, uint64_t salt);
 /* a node's identity changed (a broken lower hard link): findable by the new one */
 void ovl_node_rekey(struct ovl_fs *fs, struct ovl_node *node, dev_t dev, ino_t ino, uint64_t salt);
+/* the index entry iname goes: open nodes reaching their object through it pin it */
+void ovl_nodes_pin_index(struct ovl_fs *fs, const char *iname);
 /* the salt of a one-name node's identity: (dir, name), never 0 */
 uint64_t ovl_name_salt(const struct ovl_node *dir, const char *name);
 /* insert a new node with one lookup reference, or return the existing one */

@@ -152,6 +152,19 @@ static char *real_name(struct ovl_fs *fs, const char *name)
 	return real;
 }
 
+/*
+ * Copy up before changing an attribute, unless the inode has an upper
+ * object already: a name of an indexed hard link still below changes the
+ * index entry without being linked up (the kernel's ovl_xattr_set()).
+ */
+static int xattr_copy_up(struct ovl_fs *fs, struct ovl_node *node)
+{
+	ovl_hl_refresh(fs, node);
+	if (node->indexed && ovl_loc_of(node)->iname)
+		return 0;
+	return ovl_copy_up(fs, node);
+}
+
 int ovl_setxattr(struct ovl_fs *fs, struct ovl_node *node, const char *name, const void *val,
 		 size_t size, int flags)
 {
@@ -159,7 +172,7 @@ int ovl_setxattr(struct ovl_fs *fs, struct ovl_node *node, const char *name, con
 	char *real;
 	int dfd, ret;
 
-	ret = ovl_copy_up(fs, node);
+	ret = xattr_copy_up(fs, node);
 	if (ret)
 		return ret;
 	real = real_name(fs, name);
@@ -185,7 +198,7 @@ int ovl_removexattr(struct ovl_fs *fs, struct ovl_node *node, const char *name)
 	/* nothing to copy up for an attribute that is not there */
 	if (ovl_getxattr(fs, node, name, NULL, 0) < 0)
 		return -ENODATA;
-	ret = ovl_copy_up(fs, node);
+	ret = xattr_copy_up(fs, node);
 	if (ret)
 		return ret;
 	real = real_name(fs, name);

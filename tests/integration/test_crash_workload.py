@@ -801,9 +801,21 @@ def check_upper(upper, merged):
                 probs.append("upper/%s: a whiteout, but the merged view shows %s" % (r, fmt(m)))
         elif m is None:
             probs.append("upper/%s: %s not in the merged view" % (r, fmt(e)))
-        elif m[0] != e[0] or (e[0] == "f" and e[2:] != m[2:]) or (e[0] == "l" and e != m):
+        elif m[0] != e[0] or (e[0] == "l" and e != m) or \
+                (e[0] == "f" and e[2:] != m[2:] and not (e[2] == m[2] and is_metacopy(os.path.join(upper, r)))):
             probs.append("upper/%s: %s, but the merged view shows %s" % (r, fmt(e), fmt(m)))
     return probs
+
+
+def is_metacopy(path):
+    """A metacopy=on upper file: its data is still below."""
+    for x in ("trusted.overlay.metacopy", "user.overlay.metacopy"):
+        try:
+            os.getxattr(path, x, follow_symlinks=False)
+            return True
+        except OSError:
+            pass
+    return False
 
 
 def dmesg_lines():
