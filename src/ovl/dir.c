@@ -489,6 +489,23 @@ static int lower_path(struct ovl_node *dir, const char *last, char *buf, size_t 
  * Set overlay.redirect on a directory (or metacopy file) that moves away
  * from its lower name.
  */
+/* overlay.redirect of a file's real object, into node->redirect (if any) */
+static void load_redirect(struct ovl_fs *fs, struct ovl_node *node)
+{
+	char buf[PATH_MAX];
+	const char *rname;
+	ssize_t n;
+	int rdfd;
+
+	if (ovl_real_at(fs, node, &rdfd, &rname))
+		return;
+	n = ovl_get_ovl_xattr(fs, rdfd, rname, "redirect", buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	node->redirect = strdup(buf);
+}
+
 static int set_redirect(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *olddir,
 			const char *oldname, bool samedir)
 {
@@ -503,6 +520,9 @@ static int set_redirect(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 	 */
 	if (!S_ISDIR(node->type) && node->lower_nlink > 1)
 		samedir = false;
+	/* the names of an indexed hard link share one inode, and its redirect */
+	if (!S_ISDIR(node->type) && !node->redirect && node->indexed)
+		load_redirect(fs, node);
 	if (node->redirect && (samedir || node->redirect[0] == '/'))
 		return 0; /* the redirect it has still finds its lower dirs */
 	if (samedir) {

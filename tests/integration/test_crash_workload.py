@@ -877,10 +877,10 @@ class Daemon:
         except OSError:
             return None
 
-    def wait_mounted(self, secs=20):
+    def wait_mounted(self, secs=20, stalled=None):
         end = time.time() + secs
         while time.time() < end:
-            if self.proc.poll() is not None:
+            if self.proc.poll() is not None or (stalled and stalled()):
                 return False
             if is_mounted(self.mnt):
                 try:
@@ -964,6 +964,15 @@ def wait_ready(journals, workers, secs):
     return False
 
 
+def stalled_lines(slog):
+    """strace's lines of the calls it stalled (delay_exit)."""
+    try:
+        with open(slog, "rb") as fh:
+            return [ln for ln in fh.read().decode(errors="replace").splitlines() if "(DELAYED)" in ln]
+    except FileNotFoundError:
+        return []
+
+
 def lazy_umount(mnt):
     if is_mounted(mnt):
         subprocess.run(["umount", "-l", mnt], capture_output=True)
@@ -1025,7 +1034,7 @@ def run_round(env, k, cfg):
     kmsg0 = dmesg_lines()
     wd = watchdog(d, a.round_timeout, lambda: report(tag + ": watchdog", ["timeout after %ds" % a.round_timeout]))
     daemons, workers = [], []
-    took = None
+    took, mount_stall = None, False
     try:
         if cfg["kernel"]:
             err = kernel_mount(opts, mnt)
@@ -1040,103 +1049,109 @@ def run_round(env, k, cfg):
                           "-e", "inject=%s:delay_exit=20000000:when=%d" % (sc, nth)]
             dm = Daemon(env.binary, mnt, opts, os.path.join(d, "daemon1.log"), strace)
             daemons.append(dm)
-            if not dm.wait_mounted():
-                report(tag + ": foreground mount", ["stratafs -f did not mount (exit %s): %s" %
-                                                    (dm.proc.poll(), dm.log_tail())])
-                return None
+            if not dm.wait_mounted(stalled=lambda: bool(strace and stalled_lines(slog))):
+                if strace and stalled_lines(slog) and dm.proc.poll() is None:
+                    # stopped in its own mount setup: a kill there must leave a mountable upper/work
+                    print("# %s: daemon stalled while mounting, after: %s" % (tag, stalled_lines(slog)[0][:160]))
+                    mount_stall = True
+                    dm.kill()
+                    lazy_umount(mnt)
+                else:
+                    report(tag + ": foreground mount", ["stratafs -f did not mount (exit %s): %s" %
+                                                        (dm.proc.poll(), dm.log_tail())])
+                    return None
         keys = ["%d/%d/%d" % (a.seed, k, wid) for wid in range(a.workers)]
         journals = [os.path.join(d, "journal%d" % wid) for wid in range(a.workers)]
-        for wid in range(a.workers):
-            wcfg = {"mnt": mnt, "journal": journals[wid], "key": keys[wid], "wid": wid, "nworkers": a.workers,
-                    "index": cfg["index"], "ops": a.ops, "journal_fsync": a.journal_fsync}
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(wcfg)]
-            workers.append(subprocess.Popen(cmd, cwd=d, stdin=subprocess.DEVNULL))
         t_kill = None
         pre = []
-        if not wait_ready(journals, workers, 60):
-            pre.append("a workload process did not start (within 60s)")
-        t0 = time.monotonic()
-        if cfg["kill"] is None:
-            codes = [wp.wait(timeout=a.round_timeout) for wp in workers]
-            took = time.monotonic() - t0
-            if any(codes):
-                pre.append("workload exit codes %s" % codes)
-            if cfg["kernel"]:
-                subprocess.run(["umount", mnt], capture_output=True)
-            else:
-                pre += ["first unmount: " + x for x in daemons[0].umount()]
-        else:
-            trig = cfg["kill"]
-            def running():
-                return daemons[0].proc.poll() is None and any(wp.poll() is None for wp in workers)
-            if trig[0] in ("time", "temp"):
-                end = t0 + trig[1]
-                while time.monotonic() < end and running():
-                    time.sleep(min(0.005, max(0.0, end - time.monotonic())))
-            if trig[0] == "temp":                  # ("temp", start, extra delay, give up after)
-                ww = os.path.join(work, "work")
-                end, seen = time.monotonic() + trig[3], []
-                while time.monotonic() < end and running() and not seen:
-                    try:
-                        seen = [n for n in os.listdir(ww) if n.startswith("#")]
-                    except OSError:
-                        pass
-                    if not seen:
-                        time.sleep(0.0005)
-                time.sleep(trig[2])
-                print("# %s: %s" % (tag, "saw work/work/%s" % seen[0] if seen else "no temporary seen"))
-            elif trig[0] == "sys":                 # ("sys", syscall, n): strace stalls it, then the kill
-                end, hit = time.monotonic() + a.round_timeout / 2, None
-                while time.monotonic() < end and running() and not hit:
-                    try:
-                        with open(slog, "rb") as fh:
-                            hit = [ln for ln in fh.read().decode(errors="replace").splitlines() if "(DELAYED)" in ln]
-                    except FileNotFoundError:
-                        pass
-                    if not hit:
-                        time.sleep(0.001)
-                print("# %s: %s" % (tag, "daemon stalled after: %s" % hit[0][:160] if hit else
-                                    "the workload made fewer calls: killed at its end"), flush=True)
-            elif trig[0] == "op":                                  # ("op", worker, index, extra delay)
-                _, wid, idx, extra = trig
-                end = time.monotonic() + a.round_timeout / 2
-                while time.monotonic() < end and daemons[0].proc.poll() is None and workers[wid].poll() is None:
-                    try:
-                        with open(journals[wid], "rb") as fh:
-                            raw = fh.read()
-                        if raw.startswith(b"B ") + raw.count(b"\nB ") > idx:
-                            break
-                    except FileNotFoundError:
-                        pass
-                    time.sleep(0.002)
-                time.sleep(extra)
-            if daemons[0].proc.poll() is not None:
-                pre.append("the daemon died before the kill (exit %s): %s" %
-                           (daemons[0].proc.returncode, daemons[0].log_tail()))
-            if cfg["freeze"]:
-                for wp in workers:
-                    if wp.poll() is None:
-                        wp.send_signal(signal.SIGSTOP)
+        if mount_stall:
             t_kill = time.monotonic()
-            daemons[0].kill()
-            if cfg["freeze"]:
-                for wp in workers:
-                    if wp.poll() is None:
-                        wp.kill()
-                    wp.wait()
+        else:
+            for wid in range(a.workers):
+                wcfg = {"mnt": mnt, "journal": journals[wid], "key": keys[wid], "wid": wid, "nworkers": a.workers,
+                        "index": cfg["index"], "ops": a.ops, "journal_fsync": a.journal_fsync}
+                cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(wcfg)]
+                workers.append(subprocess.Popen(cmd, cwd=d, stdin=subprocess.DEVNULL))
+            if not wait_ready(journals, workers, 60):
+                pre.append("a workload process did not start (within 60s)")
+            t0 = time.monotonic()
+            if cfg["kill"] is None:
+                codes = [wp.wait(timeout=a.round_timeout) for wp in workers]
+                took = time.monotonic() - t0
+                if any(codes):
+                    pre.append("workload exit codes %s" % codes)
+                if cfg["kernel"]:
+                    subprocess.run(["umount", mnt], capture_output=True)
+                else:
+                    pre += ["first unmount: " + x for x in daemons[0].umount()]
             else:
-                for wp in workers:
-                    try:
-                        wp.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        wp.kill()
+                trig = cfg["kill"]
+                def running():
+                    return daemons[0].proc.poll() is None and any(wp.poll() is None for wp in workers)
+                if trig[0] in ("time", "temp"):
+                    end = t0 + trig[1]
+                    while time.monotonic() < end and running():
+                        time.sleep(min(0.005, max(0.0, end - time.monotonic())))
+                if trig[0] == "temp":                  # ("temp", start, extra delay, give up after)
+                    ww = os.path.join(work, "work")
+                    end, seen = time.monotonic() + trig[3], []
+                    while time.monotonic() < end and running() and not seen:
+                        try:
+                            seen = [n for n in os.listdir(ww) if n.startswith("#")]
+                        except OSError:
+                            pass
+                        if not seen:
+                            time.sleep(0.0005)
+                    time.sleep(trig[2])
+                    print("# %s: %s" % (tag, "saw work/work/%s" % seen[0] if seen else "no temporary seen"))
+                elif trig[0] == "sys":                 # ("sys", syscall, n): strace stalls it, then the kill
+                    end, hit = time.monotonic() + a.round_timeout / 2, None
+                    while time.monotonic() < end and running() and not hit:
+                        hit = stalled_lines(slog)
+                        if not hit:
+                            time.sleep(0.001)
+                    print("# %s: %s" % (tag, "daemon stalled after: %s" % hit[0][:160] if hit else
+                                        "the workload made fewer calls: killed at its end"), flush=True)
+                elif trig[0] == "op":                                  # ("op", worker, index, extra delay)
+                    _, wid, idx, extra = trig
+                    end = time.monotonic() + a.round_timeout / 2
+                    while time.monotonic() < end and daemons[0].proc.poll() is None and workers[wid].poll() is None:
+                        try:
+                            with open(journals[wid], "rb") as fh:
+                                raw = fh.read()
+                            if raw.startswith(b"B ") + raw.count(b"\nB ") > idx:
+                                break
+                        except FileNotFoundError:
+                            pass
+                        time.sleep(0.002)
+                    time.sleep(extra)
+                if daemons[0].proc.poll() is not None:
+                    pre.append("the daemon died before the kill (exit %s): %s" %
+                               (daemons[0].proc.returncode, daemons[0].log_tail()))
+                if cfg["freeze"]:
+                    for wp in workers:
+                        if wp.poll() is None:
+                            wp.send_signal(signal.SIGSTOP)
+                t_kill = time.monotonic()
+                daemons[0].kill()
+                if cfg["freeze"]:
+                    for wp in workers:
+                        if wp.poll() is None:
+                            wp.kill()
                         wp.wait()
-                        pre.append("a workload process hung after the daemon died")
-            pre += ["workload process w%d exited with %s" % (i, wp.returncode) for i, wp in enumerate(workers)
-                    if wp.returncode not in (0, -signal.SIGKILL)]
-            lazy_umount(mnt)
-            if is_mounted(mnt):
-                pre.append("still mounted after umount -l")
+                else:
+                    for wp in workers:
+                        try:
+                            wp.wait(timeout=30)
+                        except subprocess.TimeoutExpired:
+                            wp.kill()
+                            wp.wait()
+                            pre.append("a workload process hung after the daemon died")
+                pre += ["workload process w%d exited with %s" % (i, wp.returncode) for i, wp in enumerate(workers)
+                        if wp.returncode not in (0, -signal.SIGKILL)]
+                lazy_umount(mnt)
+                if is_mounted(mnt):
+                    pre.append("still mounted after umount -l")
         jrs = [Journal(j, t_kill) for j in journals]
         state = ", ".join("w%d: %d done%s" % (i, jr.done, "" if jr.inflight is None else
                                                  ", op %d %s in flight (%s)" % (jr.inflight[0], jr.inflight[1][0],
