@@ -932,14 +932,10 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        end = time.monotonic() + 10
-        while self.traced and pid and time.monotonic() < end:
-            try:
-                with open("/proc/%d/stat" % pid) as fh:
-                    if fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                        break
-            except OSError:
-                break                          # gone (reaped by init)
+        # strace's tracee is reaped by init once all its threads are gone, and only then are its
+        # files (and the flock on upper/work) closed: a zombie leader is not enough
+        end = time.monotonic() + 20
+        while self.traced and pid and os.path.exists("/proc/%d" % pid) and time.monotonic() < end:
             time.sleep(0.005)
 
 

@@ -412,6 +412,81 @@ def _():
         proc.stderr.close()
 
 
+@test("io_uring=maybe is refused")
+def _():
+    expect_refused("lowerdir=%s,io_uring=maybe" % L("a", "b"), "uring_bad")
+
+
+URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
+
+
+def with_uring_param(value, fn):
+    """Run fn with the fuse module parameter enable_uring set to value."""
+    with open(URING_PARAM) as f:
+        saved = f.read().strip()
+    with open(URING_PARAM, "w") as f:
+        f.write(value)
+    try:
+        fn()
+    finally:
+        with open(URING_PARAM, "w") as f:
+            f.write(saved)
+
+
+@test("io_uring without the kernel's offer: a warning, the mount works over /dev/fuse")
+def _():
+    if not os.access(URING_PARAM, os.W_OK):
+        return  # no FUSE over io_uring in this kernel: nothing to check
+
+    def body():
+        mnt = mountpoint("uring_off")
+        p = run_strata("lowerdir=%s,io_uring" % L("a", "b"), mnt)
+        try:
+            if p.returncode != 0 or not is_mounted(mnt):
+                raise Fail("exit %d: %s" % (p.returncode, p.stderr.strip()[:200]))
+            if "io_uring not offered" not in p.stderr:
+                raise Fail("no warning on stderr: %r" % p.stderr[:200])
+            if names(mnt) != ["fa", "fb", "shared"]:
+                raise Fail("lists %r" % names(mnt))
+        finally:
+            umount(mnt)
+    with_uring_param("0", body)
+
+
+@test("io_uring where the kernel offers it: requests arrive on the rings")
+def _():
+    if not os.access(URING_PARAM, os.W_OK):
+        return
+
+    def body():
+        mnt = mountpoint("uring_on")
+        with tempfile.TemporaryFile() as errf:
+            proc = subprocess.Popen([BIN, "stratafs", mnt, "-o", opts("lowerdir=%s,io_uring,debug" % L("a", "b"))],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
+            try:
+                if not wait_for(lambda: is_mounted(mnt)):
+                    raise Fail("not mounted")
+                if names(mnt) != ["fa", "fb", "shared"]:
+                    raise Fail("lists %r" % names(mnt))
+                with open(os.path.join(mnt, "fa"), "rb") as fh:
+                    fh.read()
+            finally:
+                umount(mnt)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            errf.seek(0)
+            log = errf.read().decode(errors="replace")
+        ring = [l for l in log.splitlines() if l.endswith("(io_uring)")]
+        if "io_uring:" not in log or len(ring) < 3:
+            raise Fail("%d requests over io_uring; log: %r" % (len(ring), log[-300:]))
+        if proc.returncode != 0:
+            raise Fail("daemon exit status %d" % proc.returncode)
+    with_uring_param("1", body)
+
+
 @test("fsname=foo is the source in mountinfo")
 def _():
     mnt = mount_ok("lowerdir=%s,fsname=foo" % L("a", "b"), "fsname")
