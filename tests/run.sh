@@ -103,6 +103,25 @@ suite "concurrency" test_stress.py
 # 5. the differential operation fuzzer: 10,000 seeded random operations
 suite "fuzz_ops kernel vs stratafs" fuzz_ops.py --shrink-time 60
 
+# every mismatch the fuzzer found and we fixed, replayed as one test each
+echo "=== fuzz_ops regressions"
+start=$SECONDS
+rp=0
+rf=0
+while read -r seed seq opt _; do
+    case $seed in '' | \#*) continue ;; esac
+    case $opt in *=*) set -- --extra-opts "$opt" --kernel-opts "$opt" ;; *) set -- ;; esac
+    if python3 tests/integration/fuzz_ops.py --stratafs "$BIN" --seed "$seed" --only-seq "$seq" \
+        --no-shrink "$@" > "$tmp" 2>&1; then
+        rp=$((rp + 1))
+    else
+        echo "not ok - fuzz_ops seed $seed sequence $seq $opt"
+        grep -E '^#|^not ok' "$tmp" | head -n 20
+        rf=$((rf + 1))
+    fi
+done < tests/integration/fuzz_ops_regressions.txt
+count "fuzz_ops regressions ($((SECONDS - start))s)" "$rp" "$rf"
+
 # 6. the same over FUSE io_uring, where the kernel has it (fuse.enable_uring)
 URING=/sys/module/fuse/parameters/enable_uring
 if [ -w "$URING" ] && grep -q uring "$BUILD/build.ninja" 2>/dev/null; then
