@@ -119,7 +119,6 @@ static void node_free_collect(struct ovl_node *node, struct ovl_node **first,
 	free_data_locs(node->old_data);
 	free(node->redirect);
 	free(node->ihex);
-	ovl_listing_put(node->listing);
 	pthread_mutex_destroy(&node->cu_lock);
 	free(node);
 	(void)next;

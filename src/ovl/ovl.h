@@ -221,8 +221,6 @@ int ovl_opendir(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir **out);
 typedef int (*ovl_fill_fn)(void *ctx, const struct ovl_dirent *de, off_t next);
 int ovl_readdir(struct ovl_fs *fs, struct ovl_dir *dir, off_t off, ovl_fill_fn fill, void *ctx);
 void ovl_releasedir(struct ovl_fs *fs, struct ovl_dir *dir);
-/* drop a node's reference to its last listing (node teardown) */
-void ovl_listing_put(struct ovl_listing *l);
 /* the merged names of a directory, for the emptiness check of rmdir */
 int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *dir);
 

@@ -123,7 +123,6 @@ struct ovl_node {
 	struct ovl_loc *aliases;	/* (cu) files: other names the kernel knows (hard links) */
 	_Atomic(struct ovl_loc *) data; /* metacopy: where the data is (a lower file), or NULL */
 	struct ovl_loc *old_data;	/* (cu) data locations no longer used */
-	struct ovl_listing *listing;	/* (cu) directories: the listing built last */
 	char *ihex; /* a lower hard link's name (index=on): its index entry name, or NULL */
 };
 
@@ -168,10 +167,11 @@ struct ovl_fs {
 struct ovl_dirent {
 	char *name;
 	uint64_t ino;
-	uint8_t type; /* DT_* */
+	uint64_t hash; /* the offset cookie after this entry (readdir.c) */
+	uint8_t type;  /* DT_* */
 };
 
-/* A built listing, shared by the open dirs that read it (readdir.c). */
+/* A built listing (readdir.c). */
 struct ovl_listing;
 
 struct ovl_dir {

@@ -5,14 +5,10 @@
  * are read top first with getdents64; a name is taken from the first layer
  * that has it; whiteouts (char 0/0, xwhiteouts, aufs ".wh.NAME") hide the
  * name from the layers below and are never listed, nor is any ".wh."
- * marker.  "." and ".." come first.  An offset is an index into the list,
- * so seekdir/telldir are stable for the life of the open directory.
- *
- * A listing is refcounted and the directory's node keeps the one built
- * last: the kernel's FUSE readdir cache is filled from one open dir and
- * read through others, so an open dir whose first request continues at an
- * offset (the kernel's cache was dropped midway) must continue in that
- * listing, or names repeat or go missing.
+ * marker.  "." and ".." come first, then the names in the order of their
+ * offset cookies (a hash of the name, see name_cookie()), so seekdir and
+ * telldir are stable, and a request that continues at a cookie in another
+ * open dir, or after the dir changed, resumes after that very name.
  */
 #define _GNU_SOURCE
 #include "ovl.h"
@@ -25,14 +21,16 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define GETDENTS_BUF (64 * 1024)
-#define NAME_CHUNK   (64 * 1024)
+#define GETDENTS_BUF   (64 * 1024)
+#define NAME_CHUNK_MIN 1024	   /* a small dir's names: listings are kept per dir */
+#define NAME_CHUNK_MAX (64 * 1024) /* chunks double up to this */
 
 /* Names live in chunks that never move, so entries can point into them. */
 struct name_chunk {
 	struct name_chunk *next;
 	size_t used;
-	char data[NAME_CHUNK];
+	size_t size;
+	char data[];
 };
 
 /* Open-addressing set of names seen so far; whiteouts are kept as seen. */
@@ -43,7 +41,6 @@ struct name_set {
 };
 
 struct ovl_listing {
-	_Atomic int refs;
 	size_t n;
 	size_t cap;
 	struct ovl_dirent *ents;
@@ -108,14 +105,21 @@ static const char *chunk_strdup(struct dir_build *b, const char *name)
 {
 	size_t len = strlen(name) + 1;
 	struct name_chunk *c = b->chunks;
+	size_t size;
 	char *p;
 
-	if (!c || c->used + len > NAME_CHUNK) {
-		c = malloc(sizeof(*c));
+	if (!c || c->used + len > c->size) {
+		size = c ? c->size * 2 : NAME_CHUNK_MIN;
+		if (size > NAME_CHUNK_MAX)
+			size = NAME_CHUNK_MAX;
+		if (size < len)
+			size = len;
+		c = malloc(sizeof(*c) + size);
 		if (!c)
 			return NULL;
 		c->next = b->chunks;
 		c->used = 0;
+		c->size = size;
 		b->chunks = c;
 	}
 	p = c->data + c->used;
@@ -294,20 +298,51 @@ static int read_stack(struct dir_build *b)
 	return ret;
 }
 
-void ovl_listing_put(struct ovl_listing *l)
+static void listing_free(struct ovl_listing *l)
 {
-	if (!l || atomic_fetch_sub(&l->refs, 1) != 1)
+	if (!l)
 		return;
 	free(l->ents);
 	free_chunks(l->chunks);
 	free(l);
 }
 
-static struct ovl_listing *listing_get(struct ovl_listing *l)
+/*
+ * The offset cookie of a name: 63 bits of its hash, above 2 (the cookies
+ * of "." and "..").  Entries are sorted by cookie, so a request that
+ * continues at a cookie resumes after that name in any listing of the
+ * dir, also one built after the dir changed (the kernel's readdir cache is
+ * filled through one open dir and continued through another): names
+ * present in both are returned exactly once.
+ */
+static uint64_t name_cookie(const char *name)
 {
-	if (l)
-		atomic_fetch_add(&l->refs, 1);
-	return l;
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (; *name; name++)
+		h = (h ^ (unsigned char)*name) * 0x100000001b3ULL;
+	h ^= h >> 29;
+	h &= 0x7fffffffffffffffULL;
+	return h < 3 ? h + 3 : h;
+}
+
+static int cookie_cmp(const void *a, const void *b)
+{
+	const struct ovl_dirent *x = a, *y = b;
+
+	if (x->hash != y->hash)
+		return x->hash < y->hash ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+static void sort_by_cookie(struct ovl_listing *l)
+{
+	size_t i;
+
+	for (i = 2; i < l->n; i++)
+		l->ents[i].hash = name_cookie(l->ents[i].name);
+	if (l->n > 3)
+		qsort(l->ents + 2, l->n - 2, sizeof(l->ents[0]), cookie_cmp);
 }
 
 static int build(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **out)
@@ -321,7 +356,6 @@ static int build(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **
 
 	if (!l)
 		return -ENOMEM;
-	l->refs = 1;
 	ret = -ENOMEM;
 	if (add_entry(l, ".", node->ino, DT_DIR) ||
 	    add_entry(l, "..", parent ? parent->ino : node->ino, DT_DIR))
@@ -330,13 +364,14 @@ static int build(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **
 	l->chunks = b.chunks;
 	if (ret)
 		goto out;
+	sort_by_cookie(l);
 	/* an impure upper dir with nothing to fix loses the flag, as in the kernel */
 	if (!b.fixed_ino && node->impure && st->n == 1 && st->p[0].layer == 0)
 		ovl_clear_impure(fs, node, gen);
 	*out = l;
 	return 0;
 out:
-	ovl_listing_put(l);
+	listing_free(l);
 	return ret;
 }
 
@@ -370,29 +405,28 @@ int ovl_opendir(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir **out)
 }
 
 /* The listing an open dir reads: a new one from offset 0, else the node's last. */
-static int dir_listing(struct ovl_fs *fs, struct ovl_dir *dir, off_t off)
+/* The offset after entry i: 1 and 2 after "." and "..", then the name's hash. */
+static off_t next_off(const struct ovl_listing *l, size_t i)
 {
-	struct ovl_node *node = dir->node;
-	struct ovl_listing *l = NULL, *old;
-	int ret;
+	return i < 2 ? (off_t)(i + 1) : (off_t)l->ents[i].hash;
+}
 
-	if (off > 0) {
-		pthread_mutex_lock(&node->cu_lock);
-		l = listing_get(node->listing);
-		pthread_mutex_unlock(&node->cu_lock);
+/* The first entry to return for a request at off (a cookie of next_off()). */
+static size_t first_at(const struct ovl_listing *l, off_t off)
+{
+	size_t lo = 2, hi = l->n, mid;
+
+	if (off <= 2)
+		return off < 0 ? 0 : (size_t)off;
+	/* the first name whose hash is above off: also in a listing built later */
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (l->ents[mid].hash <= (uint64_t)off)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	if (!l) {
-		ret = build(fs, node, &l);
-		if (ret)
-			return ret;
-		pthread_mutex_lock(&node->cu_lock);
-		old = node->listing;
-		node->listing = listing_get(l);
-		pthread_mutex_unlock(&node->cu_lock);
-		ovl_listing_put(old);
-	}
-	dir->list = l;
-	return 0;
+	return lo;
 }
 
 int ovl_readdir(struct ovl_fs *fs, struct ovl_dir *dir, off_t off, ovl_fill_fn fill, void *ctx)
@@ -404,17 +438,17 @@ int ovl_readdir(struct ovl_fs *fs, struct ovl_dir *dir, off_t off, ovl_fill_fn f
 	pthread_mutex_lock(&dir->lock);
 	/* rewinddir() re-reads, as the kernel refreshes its cache at offset 0 */
 	if (off == 0 && dir->list) {
-		ovl_listing_put(dir->list);
+		listing_free(dir->list);
 		dir->list = NULL;
 	}
 	if (!dir->list) {
-		ret = dir_listing(fs, dir, off);
+		ret = build(fs, dir->node, &dir->list);
 		if (ret)
 			goto out;
 	}
 	l = dir->list;
-	for (i = (size_t)(off < 0 ? 0 : off); i < l->n; i++) {
-		if (fill(ctx, &l->ents[i], (off_t)(i + 1)))
+	for (i = first_at(l, off); i < l->n; i++) {
+		if (fill(ctx, &l->ents[i], next_off(l, i)))
 			break;
 	}
 out:
@@ -425,7 +459,7 @@ out:
 void ovl_releasedir(struct ovl_fs *fs, struct ovl_dir *dir)
 {
 	ovl_node_unref(fs, dir->node);
-	ovl_listing_put(dir->list);
+	listing_free(dir->list);
 	pthread_mutex_destroy(&dir->lock);
 	free(dir);
 }

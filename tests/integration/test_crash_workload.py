@@ -1166,7 +1166,9 @@ def run_round(env, k, cfg):
                 report(tag + ": kernel remount", [err])
                 return took
         else:
-            if cfg["fsync"] == "volatile":
+            if cfg["fsync"] == "volatile" and not os.path.isdir(os.path.join(work, "work", "incompat", "volatile")):
+                print("# %s: killed before the volatile mark was made: remounting as is" % tag)
+            elif cfg["fsync"] == "volatile":
                 p = run_quiet([env.binary, "stratafs", mnt, "-o", opts])
                 probs = []
                 if p.returncode == 0 or is_mounted(mnt):
