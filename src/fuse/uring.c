@@ -152,7 +152,11 @@ out_free:
 	return -ENOMEM;
 }
 
-/* Queue one command of this entry: REGISTER once, then COMMIT_AND_FETCH. */
+/*
+ * Queue one command of this entry: REGISTER once, then COMMIT_AND_FETCH.
+ * The submission waits for the next completion in the same io_uring_enter
+ * call: one syscall per request, where /dev/fuse takes a read and a write.
+ */
 static int submit_cmd(struct fw_worker *w, uint32_t op, uint64_t commit_id)
 {
 	struct fw_ring *r = w->ring;
@@ -174,10 +178,9 @@ static int submit_cmd(struct fw_worker *w, uint32_t op, uint64_t commit_id)
 	req = (struct fw_uring_cmd_req *)sqe->cmd;
 	req->qid = r->qid;
 	req->commit_id = commit_id;
-	do {
-		ret = io_uring_submit(&r->ring);
-	} while (ret == -EINTR);
-	return ret < 0 ? ret : 0;
+	ret = io_uring_submit_and_wait(&r->ring, 1);
+	/* interrupted while waiting: submitted all the same, the loop waits again */
+	return ret < 0 && ret != -EINTR ? ret : 0;
 }
 
 void fw_uring_reply(struct fw_worker *w, uint64_t unique, int err, const void *data, size_t len)

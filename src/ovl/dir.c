@@ -330,13 +330,19 @@ static int remove_upper(struct ovl_fs *fs, int updfd, const char *name, bool isd
 	return ovl_cleanup_tree(fs->work_fd, tmp);
 }
 
-/* A lower hard link that is not in the index yet (index=on)? */
+/*
+ * A name of a lower hard link (index=on) with no upper link yet?  Removing
+ * it links it up first, into the index if need be, to keep the union's
+ * link count (the kernel's ovl_nlink_start()).
+ */
 static bool needs_index(struct ovl_fs *fs, struct ovl_node *node)
 {
 	struct stat st;
 
-	if (fs->index_fd < 0 || !S_ISREG(node->type) || node->indexed || ovl_has_upper(fs, node))
+	if (fs->index_fd < 0 || !S_ISREG(node->type) || ovl_has_upper(fs, node))
 		return false;
+	if (node->indexed)
+		return true;
 	return ovl_real_stat(fs, node, &st) == 0 && st.st_nlink > 1;
 }
 

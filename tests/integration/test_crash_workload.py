@@ -932,10 +932,11 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        # strace's tracee is reaped by init once all its threads are gone, and only then are its
-        # files (and the flock on upper/work) closed: a zombie leader is not enough
+        # strace's tracee is reaped by init, maybe late; it has closed its files (and dropped the
+        # flock on upper/work) once all its threads are gone: a zombie leader with other threads
+        # still exiting is not enough
         end = time.monotonic() + 20
-        while self.traced and pid and os.path.exists("/proc/%d" % pid) and time.monotonic() < end:
+        while self.traced and pid and not fully_dead(pid) and time.monotonic() < end:
             time.sleep(0.005)
 
 
@@ -958,6 +959,16 @@ def wait_ready(journals, workers, secs):
             return False                       # died before it started
         time.sleep(0.005)
     return False
+
+
+def fully_dead(pid):
+    """No thread of pid is left (gone, or a zombie leader alone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+        return state in ("Z", "X") and len(os.listdir("/proc/%d/task" % pid)) <= 1
+    except (OSError, IndexError):
+        return True
 
 
 def stalled_lines(slog):
