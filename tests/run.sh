@@ -6,7 +6,8 @@
 # Runs, in order: the unit tests (meson test), the option/mount-path tests
 # (tests/integration/test_options.py), the differential rig against the
 # kernel overlay (3 layers with a 100,000-entry dir, then 50 layers), the
-# write-mode rig, the interop, crash, full-disk, permission, fault and
+# write-mode rig, the interop, crash (copy-ups; a random write workload,
+# fsync modes, strace-stalled syscalls), full-disk, permission, fault and
 # concurrency suites, the differential operation fuzzer (10,000 operations,
 # seed 1), and, where the kernel offers FUSE over io_uring, a second pass of
 # the write rig, faults, concurrency and 3,000 fuzzer operations with
@@ -95,6 +96,7 @@ rig rig_write.py "write rig metacopy=on" --workdir "$RIGBASE-w-metacopy" --extra
 
 suite "interop" test_interop.py
 suite "crash" test_crash.py
+suite "crash during a workload" test_crash_workload.py
 suite "full disk" test_enospc.py
 suite "permissions" test_perms.py
 suite "faults" test_faults.py

@@ -596,7 +596,21 @@ static int clear_target_dir(struct ovl_fs *fs, int updfd, const char *name)
 	ovl_tmpname(fs, tmp, sizeof(tmp));
 	if (mkdirat(fs->work_fd, tmp, 0700) < 0)
 		return -errno;
-	ret = ovl_set_ovl_xattr(fs, fs->work_fd, tmp, "opaque", "y", 1);
+	/*
+	 * A copy of the target's attributes, as the kernel's ovl_clear_empty():
+	 * if we die between this swap and the rename that follows, the name
+	 * shows the old dir's mode, owner, times and xattrs, not a stranger's.
+	 */
+	ret = ovl_copy_xattrs(fs, updfd, name, fs->work_fd, tmp);
+	if (!ret)
+		ret = ovl_set_ovl_xattr(fs, fs->work_fd, tmp, "opaque", "y", 1);
+	if (!ret && fchownat(fs->work_fd, tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+		ret = -errno;
+	if (!ret && fchmodat(fs->work_fd, tmp, st.st_mode & 07777, 0) < 0)
+		ret = -errno;
+	if (!ret && utimensat(fs->work_fd, tmp, (struct timespec[2]){st.st_atim, st.st_mtim},
+			      AT_SYMLINK_NOFOLLOW) < 0)
+		ret = -errno;
 	if (!ret && renameat2(fs->work_fd, tmp, updfd, name, RENAME_EXCHANGE) < 0)
 		ret = -errno;
 	ovl_cleanup_tree(fs->work_fd, tmp);

@@ -637,6 +637,29 @@ static int node_stat(struct ovl_fs *fs, struct ovl_node *n, struct lookup_data *
 	return ovl_getattr(fs, n, st);
 }
 
+/*
+ * An upper file with one link found under a name its node never had: the
+ * inode number was freed and reused by a new file while the old node lived
+ * on (the kernel may forget it later); sharing it would mix the two files.
+ */
+static bool reused_ino(struct lookup_data *d, struct ovl_node *n, struct ovl_node *dir,
+		       const char *name)
+{
+	struct ovl_loc *l;
+	bool known = false;
+
+	if (S_ISDIR(n->type) || n->key_salt || d->top_layer != 0 || d->top.st_nlink != 1 ||
+	    !d->fs->has_upper)
+		return false;
+	pthread_mutex_lock(&n->cu_lock);
+	l = ovl_loc_of(n);
+	known = l->parent == dir && !strcmp(l->name, name);
+	for (l = n->aliases; l && !known; l = l->retired)
+		known = l->parent == dir && !strcmp(l->name, name);
+	pthread_mutex_unlock(&n->cu_lock);
+	return !known;
+}
+
 int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct ovl_node **out,
 	       struct stat *st)
 {
@@ -671,7 +694,7 @@ int ovl_lookup(struct ovl_fs *fs, struct ovl_node *dir, const char *name, struct
 	find_identity(d, dir, &id);
 	/* already known (another name of a hard link, or a repeat lookup)? */
 	n = ovl_node_find_get(fs, id.dev, id.ino, id.salt);
-	if (n && (n->type != (d->top.st_mode & S_IFMT))) {
+	if (n && (n->type != (d->top.st_mode & S_IFMT) || reused_ino(d, n, dir, name))) {
 		/* the identity was reused by another object: forget the old node */
 		ovl_node_unhash(fs, n);
 		ovl_node_forget(fs, n, 1);

@@ -268,6 +268,43 @@ static int mark_upper_root(struct ovl_fs *fs)
 }
 
 /* The index dir records which upper root it belongs to (overlay.upper). */
+/*
+ * Index entries of hard links whose union link count is 0 are orphans: a
+ * crash between making the entry and linking its first name, or between
+ * removing the last name and the entry.  The kernel removes them at mount
+ * (ovl_indexdir_cleanup()); so do we, or the names would count wrong.
+ */
+static void clean_index(struct ovl_fs *fs)
+{
+	char nl[32], base;
+	struct dirent *de;
+	struct stat st;
+	long diff;
+	ssize_t n;
+	DIR *d;
+	int fd;
+
+	fd = openat(fs->index_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || !(d = fdopendir(fd))) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || de->d_name[0] == '#')
+			continue;
+		if (fstatat(fs->index_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode) || st.st_nlink != 1)
+			continue;
+		n = ovl_get_ovl_xattr(fs, fs->index_fd, de->d_name, "nlink", nl, sizeof(nl));
+		if (n >= 0 &&
+		    (ovl_nlink_parse(nl, (size_t)n, &base, &diff) || base != 'U' || 1 + diff > 0))
+			continue; /* a union name may still be below ("L"), or a count we keep */
+		unlinkat(fs->index_fd, de->d_name, 0);
+	}
+	closedir(d);
+}
+
 static int mark_index_dir(struct ovl_fs *fs)
 {
 	unsigned char fb[256];
@@ -345,6 +382,8 @@ static int setup_upper(struct ovl_fs *fs, char *err, size_t errlen)
 		ret = open_subdir(fs->workdir_fd, "index", &fs->index_fd);
 		if (!ret)
 			ret = mark_index_dir(fs);
+		if (!ret && !cfg->ro)
+			clean_index(fs);
 		if (ret)
 			return fail(err, errlen, ret, "cannot create '%s/index': %s", cfg->workdir,
 				    strerror(-ret));
