@@ -97,6 +97,7 @@ rig rig_write.py "write rig metacopy=on" --workdir "$RIGBASE-w-metacopy" --extra
 suite "interop" test_interop.py
 suite "crash" test_crash.py
 suite "crash during a workload" test_crash_workload.py
+suite "crash at exact points" test_crash_points.py
 suite "full disk" test_enospc.py
 suite "permissions" test_perms.py
 suite "faults" test_faults.py
