@@ -35,6 +35,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tap import report, results, summary  # noqa: E402,F401
 from rig import is_mounted  # noqa: E402
 from rig_write import Mnt, esc, watchdog  # noqa: E402
 
@@ -46,15 +47,8 @@ WRITER = ("import os, sys\n"
           "    os.close(fd)\n"
           "except OSError as e:\n"
           "    sys.exit(10 + e.errno)\n")
-results = []
 
 
-def report(name, problems):
-    if problems:
-        print("not ok - %s: %s" % (name, "; ".join(problems[:6])), flush=True)
-    else:
-        print("ok - %s" % name, flush=True)
-    results.append(not problems)
 
 
 def make_lower(lower, nfiles, size):
@@ -278,10 +272,7 @@ def main():
             print("# kept %s" % root)
         elif not any(is_mounted(m) for m in still):
             shutil.rmtree(root, ignore_errors=True)
-    passed = sum(results)
-    print("# %.1fs" % (time.time() - t0))
-    print("%d passed, %d failed" % (passed, len(results) - passed))
-    return 0 if passed == len(results) else 1
+    return summary(t0)
 
 
 if __name__ == "__main__":

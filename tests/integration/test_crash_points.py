@@ -33,14 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rig import is_mounted  # noqa: E402
-
-results = []
-
-
-def report(name, problems):
-    print(("ok - %s" % name) if not problems else ("not ok - %s: %s" % (name, "; ".join(problems))),
-          flush=True)
-    results.append(not problems)
+from tap import report, results, summary  # noqa: E402
 
 
 def wait_mounted(mnt, secs=5.0):
@@ -184,8 +177,7 @@ def main():
         finally:
             umount(os.path.join(root, "m"), lazy=True)
             shutil.rmtree(root, ignore_errors=True)
-    print("%d passed, %d failed" % (results.count(True), results.count(False)))
-    sys.exit(0 if all(results) else 1)
+    sys.exit(summary())
 
 
 if __name__ == "__main__":

@@ -109,6 +109,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tap import report, results, summary  # noqa: E402,F401
 from rig import is_mounted  # noqa: E402
 from rig_write import esc, fuse_abort, run_quiet, watchdog  # noqa: E402
 
@@ -125,18 +126,8 @@ SANITIZER = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime er
 KMSG_KERNEL = re.compile(r"WARNING:|BUG:|Oops|general protection|Call Trace|hung_task|blocked for more than")
 KMSG_OVL = re.compile(r"overlay.*(error|failed|invalid|corrupt|inconsistent|stale|orphan|refusing)", re.I)
 KMSG_ORPHAN = re.compile(r"overlayfs: (failed to get index nlink|orphan index entry) \((index/[0-9a-f]+)")
-results = []
 
 
-def report(name, problems):
-    if problems:
-        more = " (+%d more)" % (len(problems) - 6) if len(problems) > 6 else ""
-        print("not ok - %s: %s%s" % (name, "; ".join(problems[:6]), more), flush=True)
-        for p in problems[6:30]:
-            print("#   " + p)
-    else:
-        print("ok - %s" % name, flush=True)
-    results.append(not problems)
 
 
 def det(key, n):
@@ -1362,10 +1353,7 @@ def main():
             print("# kept %s" % root)
         elif not any(is_mounted(m) for m in still):
             shutil.rmtree(root, ignore_errors=True)
-    passed = sum(results)
-    print("# %.1fs" % (time.time() - t0))
-    print("%d passed, %d failed" % (passed, len(results) - passed))
-    return 0 if passed == len(results) else 1
+    return summary(t0)
 
 
 if __name__ == "__main__":

@@ -38,12 +38,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tap import report, results, summary  # noqa: E402,F401
 from rig import is_mounted  # noqa: E402
 from rig_write import Mnt, Steps, det_bytes, short, watchdog  # noqa: E402
 
 MiB = 1024 * 1024
 KiB = 1024
-results = []
 SHOW_STEPS = False
 LOWER = {                       # name: size
     "big": 12 * MiB, "mid": 5 * MiB, "big6": 6 * MiB,
@@ -54,15 +54,6 @@ LOWER = {                       # name: size
 W, A = os.O_WRONLY, os.O_WRONLY | os.O_APPEND
 
 
-def report(name, problems):
-    if problems:
-        extra = " (+%d more)" % (len(problems) - 6) if len(problems) > 6 else ""
-        print("not ok - %s: %s%s" % (name, "; ".join(problems[:6]), extra), flush=True)
-        for p in problems[6:30]:
-            print("#   " + p)
-    else:
-        print("ok - %s" % name, flush=True)
-    results.append(not problems)
 
 
 def content(name):
@@ -473,10 +464,7 @@ def main():
             print("# kept %s" % root)
         else:
             shutil.rmtree(root, ignore_errors=True)
-    passed = sum(results)
-    print("# %.1fs" % (time.time() - t0))
-    print("%d passed, %d failed" % (passed, len(results) - passed))
-    return 0 if passed == len(results) else 1
+    return summary(t0)
 
 
 if __name__ == "__main__":

@@ -32,12 +32,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tap import report, results, summary  # noqa: E402,F401
 from rig import is_mounted  # noqa: E402
 from rig_write import (Mnt, build_lower, lowerdirs, workload, merged_walk, upper_walk,  # noqa: E402
                        compare_merged, compare_recs, watchdog)
 
 NEVER_RECENT = 2**63          # compare exact mtimes: both sides read one upper
-results = []
 mounted = []                  # Mnt objects possibly mounted (for cleanup)
 
 
@@ -55,15 +55,6 @@ class Collect:
         self.lines.append((self.area + " " + line).strip())
 
 
-def report(name, problems):
-    if problems:
-        extra = " (+%d more)" % (len(problems) - 5) if len(problems) > 5 else ""
-        print("not ok - %s: %s%s" % (name, "; ".join(problems[:5]), extra), flush=True)
-        for p in problems[5:40]:
-            print("#   " + p)
-    else:
-        print("ok - %s" % name, flush=True)
-    results.append(not problems)
 
 
 def dmesg_lines():
@@ -283,10 +274,7 @@ def main():
             print("# kept %s" % root)
         else:
             shutil.rmtree(root, ignore_errors=True)
-    passed = sum(results)
-    print("# %.1fs" % (time.time() - t0))
-    print("%d passed, %d failed" % (passed, len(results) - passed))
-    return 0 if passed == len(results) else 1
+    return summary(t0)
 
 
 if __name__ == "__main__":
