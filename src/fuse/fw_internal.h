@@ -91,6 +91,7 @@ static inline void fw_uring_free(struct fw_worker *w)
 
 /* session.c */
 struct fw_worker *fw_worker_new(struct fw_session *se, int fd);
+void fw_worker_free(struct fw_worker *w);
 void fw_interrupt(struct fw_worker *self, const struct fuse_in_header *h, uint64_t target);
 
 #endif

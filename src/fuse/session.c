@@ -79,7 +79,7 @@ struct fw_worker *fw_worker_new(struct fw_session *se, int fd)
 	return w;
 }
 
-static void worker_free(struct fw_worker *w)
+void fw_worker_free(struct fw_worker *w)
 {
 	if (!w)
 		return;
@@ -369,9 +369,9 @@ void fw_session_destroy(struct fw_session *se)
 	if (!se)
 		return;
 	for (i = 0; se->workers && i < se->nworkers + se->nring; i++)
-		worker_free(se->workers[i]);
+		fw_worker_free(se->workers[i]);
 	free(se->workers);
-	worker_free(se->init_worker);
+	fw_worker_free(se->init_worker);
 	if (se->fd >= 0)
 		close(se->fd);
 	free(se);

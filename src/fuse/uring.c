@@ -138,15 +138,8 @@ int fw_uring_prepare(struct fw_session *se)
 	return 0;
 
 out_free:
-	for (i = 0; i < n; i++) {
-		w = se->workers[se->nworkers + i];
-		if (!w)
-			continue;
-		fw_uring_free(w);
-		free(w->inbuf);
-		free(w->outbuf);
-		free(w);
-	}
+	for (i = 0; i < n; i++)
+		fw_worker_free(se->workers[se->nworkers + i]);
 	free(se->workers);
 	se->workers = NULL;
 	return -ENOMEM;

@@ -312,26 +312,6 @@ static int push_upper_dir(struct ovl_node *node, int updfd, const char *name)
 	return ovl_node_set_stack(node, st);
 }
 
-/* After a metacopy copy-up the data is read from the lower file. */
-static int keep_data(struct ovl_node *node, int ldfd, const char *lname, int layer)
-{
-	struct ovl_loc *data = calloc(1, sizeof(*data));
-
-	if (!data || !(data->name = strdup(lname))) {
-		free(data);
-		return -ENOMEM;
-	}
-	data->dirfd = fcntl(ldfd, F_DUPFD_CLOEXEC, 0);
-	if (data->dirfd < 0) {
-		free(data->name);
-		free(data);
-		return -errno;
-	}
-	data->layer = layer;
-	atomic_store(&node->data, data);
-	return 0;
-}
-
 /*
  * Copy the data of a metacopy file into its upper file, then drop
  * overlay.metacopy: until then a crash leaves the metacopy file, still
@@ -365,11 +345,8 @@ static int copy_up_metacopy_data(struct ovl_fs *fs, struct ovl_node *node)
 		ret = -errno;
 	if (!ret)
 		ret = ovl_remove_ovl_xattr(fs, dfd, name, "metacopy");
-	if (!ret) {
-		data->retired = node->old_data;
-		node->old_data = data;
-		atomic_store(&node->data, NULL);
-	}
+	if (!ret)
+		ovl_node_drop_data(node);
 	close(out);
 out_in:
 	close(in);
@@ -442,7 +419,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 	if (S_ISDIR(node->type))
 		return push_upper_dir(node, updfd, loc->name);
 	if (!data && S_ISREG(st.st_mode) && !loc->iname &&
-	    (ret = keep_data(node, ldfd, lname, loc->layer)))
+	    (ret = ovl_node_set_data(node, ldfd, lname, loc->layer)))
 		return ret;
 	if (S_ISREG(st.st_mode) && st.st_nlink > 1 && !iname) {
 		/* a broken hard link is a file of its own now, with its own st_ino */

@@ -335,7 +335,7 @@ static int remove_upper(struct ovl_fs *fs, int updfd, const char *name, bool isd
  * it links it up first, into the index if need be, to keep the union's
  * link count (the kernel's ovl_nlink_start()).
  */
-static bool needs_index(struct ovl_fs *fs, struct ovl_node *node)
+static bool needs_link_up(struct ovl_fs *fs, struct ovl_node *node)
 {
 	struct stat st;
 
@@ -431,7 +431,7 @@ int ovl_unlink(struct ovl_fs *fs, struct ovl_node *dir, const char *name, bool i
 			goto out;
 	}
 	/* a lower hard link goes to the index first, to keep its link count */
-	ret = needs_index(fs, n) ? copy_up_name(fs, dir, name, n) : ovl_copy_up(fs, dir);
+	ret = needs_link_up(fs, n) ? copy_up_name(fs, dir, name, n) : ovl_copy_up(fs, dir);
 	if (ret)
 		goto out;
 	if (n->indexed && (ret = ovl_getattr(fs, n, &st)))
@@ -570,10 +570,7 @@ static int prepare_dir_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl
 	int ret;
 
 	if (node->lower) {
-		ret = set_redirect(fs, node, olddir, oldname, olddir == newdir);
-		if (ret)
-			return ret;
-		return olddir == newdir ? 0 : ovl_set_impure(fs, newdir);
+		return set_redirect(fs, node, olddir, oldname, olddir == newdir);
 	}
 	if (!node->opaque && nst->n > 1) {
 		ret = ovl_set_ovl_xattr(fs, ovl_upper_dirfd(fs, node), NULL, "opaque", "y", 1);
@@ -644,6 +641,24 @@ static bool pure_upper_dir(struct ovl_fs *fs, struct ovl_node *node)
 	return fs->has_upper && !node->lower && st->n == 1 && st->p[0].layer == 0;
 }
 
+/*
+ * Something with a lower origin moves to another dir: that dir is marked
+ * impure (the kernel's ovl_rename()).  Done before the move and again after
+ * it, as a readdir in between may have dropped the mark.
+ */
+static int rename_mark_impure(struct rename_ctx *r)
+{
+	int ret = 0;
+
+	if (r->olddir == r->newdir)
+		return 0;
+	if (r->on->lower)
+		ret = ovl_set_impure(r->fs, r->newdir);
+	if (!ret && r->nn && (r->flags & RENAME_EXCHANGE) && r->nn->lower)
+		ret = ovl_set_impure(r->fs, r->olddir);
+	return ret;
+}
+
 static int rename_prepare(struct rename_ctx *r)
 {
 	struct ovl_fs *fs = r->fs;
@@ -663,7 +678,7 @@ static int rename_prepare(struct rename_ctx *r)
 		ret = ovl_copy_up(fs, r->newdir);
 	if (!ret && r->nn && (r->flags & RENAME_EXCHANGE))
 		ret = copy_up_name(fs, r->newdir, r->newname, r->nn);
-	else if (!ret && r->nn && needs_index(fs, r->nn))
+	else if (!ret && r->nn && needs_link_up(fs, r->nn))
 		ret = copy_up_name(fs, r->newdir, r->newname, r->nn);
 	if (!ret && r->on->indexed)
 		ret = ovl_getattr(fs, r->on, &r->ost);
@@ -678,12 +693,6 @@ static int rename_prepare(struct rename_ctx *r)
 	} else if (atomic_load(&r->on->data)) {
 		/* a metacopy file must still find its data below */
 		ret = set_redirect(fs, r->on, r->olddir, r->oldname, r->olddir == r->newdir);
-		if (!ret && r->olddir != r->newdir)
-			ret = ovl_set_impure(fs, r->newdir);
-		if (ret)
-			return ret;
-	} else if (r->on->lower && r->olddir != r->newdir) {
-		ret = ovl_set_impure(fs, r->newdir);
 		if (ret)
 			return ret;
 	}
@@ -693,10 +702,10 @@ static int rename_prepare(struct rename_ctx *r)
 		else if (atomic_load(&r->nn->data))
 			ret =
 			    set_redirect(fs, r->nn, r->newdir, r->newname, r->olddir == r->newdir);
-		if (!ret && !S_ISDIR(r->nn->type) && r->nn->lower && r->olddir != r->newdir)
-			ret = ovl_set_impure(fs, r->olddir);
+		if (ret)
+			return ret;
 	}
-	return ret;
+	return rename_mark_impure(r);
 }
 
 static int rename_upper(struct rename_ctx *r)
@@ -730,21 +739,6 @@ static int rename_upper(struct rename_ctx *r)
 	if (renameat2(oup, r->oldname, nup, r->newname, old_lower ? RENAME_WHITEOUT : 0) < 0)
 		return -errno;
 	return 0;
-}
-
-/*
- * The parents were marked impure before the move; a readdir that ran in
- * between may have dropped the mark: set it again (best effort, the move
- * is done).
- */
-static void rename_reimpure(struct rename_ctx *r)
-{
-	if (r->olddir == r->newdir)
-		return;
-	if (r->on->lower)
-		ovl_set_impure(r->fs, r->newdir);
-	if (r->nn && (r->flags & RENAME_EXCHANGE) && r->nn->lower)
-		ovl_set_impure(r->fs, r->olddir);
 }
 
 static int rename_nodes(struct rename_ctx *r)
@@ -836,7 +830,7 @@ int ovl_rename(struct ovl_fs *fs, struct ovl_node *olddir, const char *oldname,
 			fs->changed(fs->changed_ctx, r.newdir);
 	}
 	if (!ret)
-		rename_reimpure(&r);
+		rename_mark_impure(&r); /* the move is done: best effort */
 	if (!ret) {
 		/* no copy-up may walk the parent chains while they change */
 		pthread_rwlock_wrlock(&fs->rename_lock);

@@ -166,6 +166,42 @@ int ovl_node_set_loc(struct ovl_node *node, struct ovl_node *parent, const char 
 	return 0;
 }
 
+/*
+ * A metacopy file's data is read from lname in the dir ldfd (a lower
+ * layer's; duplicated, the node owns the copy).  Under cu_lock, or before
+ * the node is published.
+ */
+int ovl_node_set_data(struct ovl_node *node, int ldfd, const char *lname, int layer)
+{
+	struct ovl_loc *data = calloc(1, sizeof(*data));
+
+	if (!data || !(data->name = strdup(lname))) {
+		free(data);
+		return -ENOMEM;
+	}
+	data->dirfd = fcntl(ldfd, F_DUPFD_CLOEXEC, 0);
+	if (data->dirfd < 0) {
+		free(data->name);
+		free(data);
+		return -errno;
+	}
+	data->layer = layer;
+	atomic_store(&node->data, data);
+	return 0;
+}
+
+/* The data is in the node's own object now: retire the data location (cu_lock). */
+void ovl_node_drop_data(struct ovl_node *node)
+{
+	struct ovl_loc *data = atomic_load(&node->data);
+
+	if (!data)
+		return;
+	data->retired = node->old_data;
+	node->old_data = data;
+	atomic_store(&node->data, NULL);
+}
+
 /* The node's last name is gone: its object is reached through fd from now on. */
 int ovl_node_pin(struct ovl_node *node, int fd)
 {

@@ -575,25 +575,10 @@ static void hl_sync_data(struct ovl_fs *fs, struct ovl_node *n, const char *inam
 	struct ovl_loc *data = atomic_load(&n->data);
 	bool meta = ovl_get_ovl_xattr(fs, fs->index_fd, iname, "metacopy", NULL, 0) >= 0;
 
-	if (!meta && data) {
-		data->retired = n->old_data;
-		n->old_data = data;
-		atomic_store(&n->data, NULL);
-	} else if (meta && !data && ldfd >= 0) {
-		data = calloc(1, sizeof(*data));
-		if (!data || !(data->name = strdup(lname))) {
-			free(data);
-			return;
-		}
-		data->dirfd = fcntl(ldfd, F_DUPFD_CLOEXEC, 0);
-		if (data->dirfd < 0) {
-			free(data->name);
-			free(data);
-			return;
-		}
-		data->layer = layer;
-		atomic_store(&n->data, data);
-	}
+	if (!meta && data)
+		ovl_node_drop_data(n);
+	else if (meta && !data && ldfd >= 0)
+		ovl_node_set_data(n, ldfd, lname, layer);
 }
 
 void ovl_hl_refresh(struct ovl_fs *fs, struct ovl_node *n)
@@ -651,9 +636,11 @@ static bool reused_ino(struct lookup_data *d, struct ovl_node *n, struct ovl_nod
 	if (S_ISDIR(n->type) || n->key_salt || d->top_layer != 0 || d->top.st_nlink != 1 ||
 	    !d->fs->has_upper)
 		return false;
-	pthread_mutex_lock(&n->cu_lock);
+	/* the common case without a lock: locations are published whole */
 	l = ovl_loc_of(n);
-	known = l->parent == dir && !strcmp(l->name, name);
+	if (l->parent == dir && !strcmp(l->name, name))
+		return false;
+	pthread_mutex_lock(&n->cu_lock);
 	for (l = n->aliases; l && !known; l = l->retired)
 		known = l->parent == dir && !strcmp(l->name, name);
 	pthread_mutex_unlock(&n->cu_lock);

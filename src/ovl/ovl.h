@@ -135,6 +135,9 @@ int ovl_node_set_loc(struct ovl_node *node, struct ovl_node *parent, const char 
 int ovl_node_pin(struct ovl_node *node, int fd);
 /* replace a directory node's stack; the fds of the old one move over */
 int ovl_node_set_stack(struct ovl_node *node, struct ovl_stack *st);
+/* metacopy: where the data is read from, set or retired (cu_lock) */
+int ovl_node_set_data(struct ovl_node *node, int ldfd, const char *lname, int layer);
+void ovl_node_drop_data(struct ovl_node *node);
 /* names of hard-linked nodes: the kernel knows each, any may become loc */
 void ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *dir,
 			const char *name, int layer);
