@@ -216,14 +216,14 @@ int ovl_rename(struct ovl_fs *fs, struct ovl_node *olddir, const char *oldname,
 int ovl_cleanup_tree(int dirfd, const char *name);
 
 /* readdir.c */
-int ovl_opendir(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir **out);
 /*
- * Call fill for every entry from offset off on; fill returns nonzero to stop
- * (buffer full).  next is the offset of the entry after this one.
+ * Call fill for every entry of the merged dir from offset off on; fill
+ * returns nonzero to stop (buffer full).  next is the offset of the entry
+ * after this one.  Offset 0 reads the dir afresh.
  */
 typedef int (*ovl_fill_fn)(void *ctx, const struct ovl_dirent *de, off_t next);
-int ovl_readdir(struct ovl_fs *fs, struct ovl_dir *dir, off_t off, ovl_fill_fn fill, void *ctx);
-void ovl_releasedir(struct ovl_fs *fs, struct ovl_dir *dir);
+int ovl_readdir(struct ovl_fs *fs, struct ovl_node *dir, off_t off, ovl_fill_fn fill, void *ctx);
+void ovl_listings_flush(struct ovl_fs *fs);
 /* the merged names of a directory, for the emptiness check of rmdir */
 int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *dir);
 

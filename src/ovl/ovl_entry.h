@@ -136,6 +136,20 @@ struct ovl_node_shard {
 };
 
 /* The per-mount context: everything the engine knows lives here. */
+/* Listings kept between the requests that read one dir (readdir.c). */
+#define OVL_LISTING_SLOTS 16
+struct ovl_listing;
+struct ovl_listing_slot {
+	struct ovl_node *node; /* referenced; NULL: free */
+	struct ovl_listing *list;
+	uint64_t stamp; /* least recently kept goes first */
+};
+struct ovl_listings {
+	pthread_mutex_t lock;
+	uint64_t clock;
+	struct ovl_listing_slot slot[OVL_LISTING_SLOTS];
+};
+
 struct ovl_fs {
 	struct ovl_config config;
 	struct ovl_layer *layers; /* [0] is the upper layer when has_upper */
@@ -161,23 +175,15 @@ struct ovl_fs {
 	void *changed_ctx;
 	struct ovl_node *root;
 	struct ovl_node_shard shards[OVL_NODE_SHARDS];
+	struct ovl_listings listings; /* listings read in parts (readdir.c) */
 };
 
-/* An open directory: the merged listing, built once per open. */
+/* An entry of a merged directory listing. */
 struct ovl_dirent {
 	char *name;
 	uint64_t ino;
 	uint64_t hash; /* the offset cookie after this entry (readdir.c) */
 	uint8_t type;  /* DT_* */
-};
-
-/* A built listing (readdir.c). */
-struct ovl_listing;
-
-struct ovl_dir {
-	struct ovl_node *node;
-	struct ovl_listing *list; /* (lock) NULL until the first read */
-	pthread_mutex_t lock;
 };
 
 /* An open file. */

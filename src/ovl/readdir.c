@@ -1,7 +1,7 @@
 /*
  * readdir.c - the merged directory listing (the kernel's ovl_dir_cache).
  *
- * Built once per open directory on the first read: the real directories
+ * Built when a dir is read from offset 0: the real directories
  * are read top first with getdents64; a name is taken from the first layer
  * that has it; whiteouts (char 0/0, xwhiteouts, aufs ".wh.NAME") hide the
  * name from the layers below and are never listed, nor is any ".wh."
@@ -388,23 +388,6 @@ int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *node)
 	return ret;
 }
 
-int ovl_opendir(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir **out)
-{
-	struct ovl_dir *d;
-
-	if (!S_ISDIR(node->type))
-		return -ENOTDIR;
-	d = calloc(1, sizeof(*d));
-	if (!d)
-		return -ENOMEM;
-	d->node = node;
-	pthread_mutex_init(&d->lock, NULL);
-	ovl_node_ref(fs, node);
-	*out = d;
-	return 0;
-}
-
-/* The listing an open dir reads: a new one from offset 0, else the node's last. */
 /* The offset after entry i: 1 and 2 after "." and "..", then the name's hash. */
 static off_t next_off(const struct ovl_listing *l, size_t i)
 {
@@ -429,37 +412,101 @@ static size_t first_at(const struct ovl_listing *l, off_t off)
 	return lo;
 }
 
-int ovl_readdir(struct ovl_fs *fs, struct ovl_dir *dir, off_t off, ovl_fill_fn fill, void *ctx)
+/*
+ * Listings being read.  The kernel opens no directory here (stratafs
+ * answers OPENDIR with ENOSYS, so it caches every dir's entries itself) and
+ * reads a dir in several requests: the listing built at offset 0 waits in
+ * one of a few slots for the requests that continue it, until the request
+ * past its end.  A continuation that finds none builds the listing again,
+ * which the cookies make exact.  A slot holds a reference on its node.
+ */
+static struct ovl_listing *listing_take(struct ovl_fs *fs, struct ovl_node *node)
 {
-	struct ovl_listing *l;
-	size_t i;
-	int ret = 0;
+	struct ovl_listings *c = &fs->listings;
+	struct ovl_listing *l = NULL;
+	int i;
 
-	pthread_mutex_lock(&dir->lock);
-	/* rewinddir() re-reads, as the kernel refreshes its cache at offset 0 */
-	if (off == 0 && dir->list) {
-		listing_free(dir->list);
-		dir->list = NULL;
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < OVL_LISTING_SLOTS; i++) {
+		if (c->slot[i].node == node) {
+			l = c->slot[i].list;
+			c->slot[i].node = NULL;
+			c->slot[i].list = NULL;
+			break;
+		}
 	}
-	if (!dir->list) {
-		ret = build(fs, dir->node, &dir->list);
+	pthread_mutex_unlock(&c->lock);
+	if (l)
+		ovl_node_unref(fs, node); /* the caller's request holds the node */
+	return l;
+}
+
+static void listing_keep(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing *l)
+{
+	struct ovl_listings *c = &fs->listings;
+	struct ovl_listing_slot old = {0};
+	int i, victim = 0;
+
+	ovl_node_ref(fs, node);
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < OVL_LISTING_SLOTS; i++) {
+		if (c->slot[i].node == node) {
+			victim = i;
+			break;
+		}
+		if (c->slot[i].stamp < c->slot[victim].stamp)
+			victim = i; /* empty slots have the oldest stamps */
+	}
+	old = c->slot[victim];
+	c->slot[victim].node = node;
+	c->slot[victim].list = l;
+	c->slot[victim].stamp = ++c->clock;
+	pthread_mutex_unlock(&c->lock);
+	listing_free(old.list);
+	if (old.node)
+		ovl_node_unref(fs, old.node);
+}
+
+/* Drop every kept listing (unmount). */
+void ovl_listings_flush(struct ovl_fs *fs)
+{
+	int i;
+
+	for (i = 0; i < OVL_LISTING_SLOTS; i++) {
+		struct ovl_listing_slot *sl = &fs->listings.slot[i];
+
+		listing_free(sl->list);
+		if (sl->node)
+			ovl_node_unref(fs, sl->node);
+		sl->list = NULL;
+		sl->node = NULL;
+	}
+}
+
+int ovl_readdir(struct ovl_fs *fs, struct ovl_node *node, off_t off, ovl_fill_fn fill, void *ctx)
+{
+	struct ovl_listing *l = NULL;
+	size_t i, first;
+	int ret;
+
+	if (!S_ISDIR(node->type))
+		return -ENOTDIR;
+	/* offset 0 re-reads the dir, as the kernel refreshes its cache there */
+	if (off != 0)
+		l = listing_take(fs, node);
+	if (!l) {
+		ret = build(fs, node, &l);
 		if (ret)
-			goto out;
+			return ret;
 	}
-	l = dir->list;
-	for (i = first_at(l, off); i < l->n; i++) {
+	first = first_at(l, off);
+	for (i = first; i < l->n; i++) {
 		if (fill(ctx, &l->ents[i], next_off(l, i)))
 			break;
 	}
-out:
-	pthread_mutex_unlock(&dir->lock);
-	return ret;
-}
-
-void ovl_releasedir(struct ovl_fs *fs, struct ovl_dir *dir)
-{
-	ovl_node_unref(fs, dir->node);
-	listing_free(dir->list);
-	pthread_mutex_destroy(&dir->lock);
-	free(dir);
+	if (i == first && i == l->n)
+		listing_free(l); /* the request past the end */
+	else
+		listing_keep(fs, node, l);
+	return 0;
 }

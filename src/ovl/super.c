@@ -403,6 +403,7 @@ int ovl_fs_new(const struct ovl_config *cfg, struct ovl_fs **out, char *err, siz
 	fs->workdir_fd = fs->work_fd = fs->index_fd = -1;
 	pthread_rwlock_init(&fs->rename_lock, NULL);
 	pthread_mutex_init(&fs->impure_lock, NULL);
+	pthread_mutex_init(&fs->listings.lock, NULL);
 	ret = config_copy(&fs->config, cfg);
 	if (ret)
 		goto out_free;
@@ -461,6 +462,7 @@ void ovl_fs_free(struct ovl_fs *fs)
 
 	if (!fs)
 		return;
+	ovl_listings_flush(fs);
 	ovl_nodes_free(fs);
 	for (i = 0; fs->layers && i < fs->nlayers; i++) {
 		if (fs->layers[i].fd >= 0)

@@ -82,10 +82,7 @@ void sfs_files_release_all(struct sfs *s)
 	for (i = 0; i < SFS_FILE_SHARDS; i++) {
 		for (sf = s->files[i].head; sf; sf = next) {
 			next = sf->next;
-			if (sf->d)
-				ovl_releasedir(s->fs, sf->d);
-			else
-				ovl_release(s->fs, sf->f);
+			ovl_release(s->fs, sf->f);
 			free(sf);
 		}
 		s->files[i].head = NULL;
@@ -496,31 +493,6 @@ static int sfs_release(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64
 	return 0;
 }
 
-static int sfs_opendir(void *ud, const struct fw_ctx *c, uint64_t nodeid, int flags,
-		       struct fw_open *o)
-{
-	struct sfs *s = ud;
-	struct sfs_file *sf;
-	struct ovl_dir *d;
-	int ret;
-
-	(void)c;
-	(void)flags;
-	ret = ovl_opendir(s->fs, node_of(s, nodeid), &d);
-	if (ret)
-		return ret;
-	sf = calloc(1, sizeof(*sf));
-	if (!sf) {
-		ovl_releasedir(s->fs, d);
-		return -ENOMEM;
-	}
-	sf->d = d;
-	files_add(s, sf);
-	o->fh = (uint64_t)(uintptr_t)sf;
-	o->open_flags = FW_FOPEN_KEEP_CACHE | FW_FOPEN_CACHE_DIR;
-	return 0;
-}
-
 struct fill_ctx {
 	struct sfs *s;
 	struct ovl_node *dir;
@@ -557,20 +529,8 @@ static int sfs_readdir(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64
 	struct fill_ctx fc = {.s = s, .dir = node_of(s, nodeid), .b = b};
 
 	(void)c;
-	return ovl_readdir(s->fs, ((struct sfs_file *)(uintptr_t)fh)->d, off, fill_one, &fc);
-}
-
-static int sfs_releasedir(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh)
-{
-	struct sfs *s = ud;
-	struct sfs_file *sf = (struct sfs_file *)(uintptr_t)fh;
-
-	(void)c;
-	(void)nodeid;
-	files_del(s, sf);
-	ovl_releasedir(s->fs, sf->d);
-	free(sf);
-	return 0;
+	(void)fh; /* no OPENDIR: the kernel opens dirs without telling us */
+	return ovl_readdir(s->fs, fc.dir, off, fill_one, &fc);
 }
 
 static int sfs_statfs(void *ud, const struct fw_ctx *c, uint64_t nodeid, struct statvfs *sv)
@@ -616,9 +576,7 @@ const struct fw_ops sfs_ops = {
     .open = sfs_open,
     .read = sfs_read,
     .release = sfs_release,
-    .opendir = sfs_opendir,
     .readdir = sfs_readdir,
-    .releasedir = sfs_releasedir,
     .statfs = sfs_statfs,
     .access = sfs_access,
     .getxattr = sfs_getxattr,

@@ -21,7 +21,6 @@ enum pt_mode {
 /* An open file as the daemon keeps it (the FUSE fh points here). */
 struct sfs_file {
 	struct ovl_file *f;
-	struct ovl_dir *d; /* an open directory instead of f */
 	enum pt_mode mode;
 	struct sfs_file *prev, *next; /* (files shard lock) every open file, for shutdown */
 	unsigned int shard;
