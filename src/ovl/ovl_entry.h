@@ -102,28 +102,26 @@ struct ovl_node {
 	uint64_t nlookup;	/* (shard) kernel references */
 	uint64_t refs;		/* (shard) engine references: children, open files */
 	struct ovl_node *hnext; /* (shard) hash chain */
-	bool hashed;		/* (shard) findable by identity */
 	dev_t key_dev;		/* identity: the origin (lowest) real object */
 	ino_t key_ino;
 	uint64_t key_salt; /* (shard) nonzero: one node per name (lower hard links) */
 	uint64_t ino;	   /* st_ino reported for this node */
-	mode_t type;	   /* S_IFMT bits */
 	pthread_mutex_t cu_lock;
 	_Atomic(struct ovl_loc *) loc;
 	_Atomic(struct ovl_stack *) stack; /* directories only */
-	struct ovl_stack *old_stacks[8];   /* (cu) replaced stacks, freed with the node */
-	int nold;			   /* (cu) */
-	bool lower;			   /* (cu) a lower object is (or was) behind the name */
 	char *redirect;			   /* (cu) directories: overlay.redirect, or NULL */
-	bool opaque;			   /* (cu) directories: the upper dir is opaque */
-	_Atomic bool impure;		   /* (cu) directories: upper dir marked impure */
-	bool indexed;			   /* (cu) files: the upper inode lives in workdir/index */
-	_Atomic bool detached;		   /* (cu) files: no name left; open files keep it alive */
 	nlink_t lower_nlink;		   /* (cu) files: st_nlink of the lower object at lookup */
 	struct ovl_loc *aliases;	/* (cu) files: other names the kernel knows (hard links) */
 	_Atomic(struct ovl_loc *) data; /* metacopy: where the data is (a lower file), or NULL */
 	struct ovl_loc *old_data;	/* (cu) data locations no longer used */
-	char *ihex; /* a lower hard link's name (index=on): its index entry name, or NULL */
+	char *ihex;  /* a lower hard link's name (index=on): its index entry name, or NULL */
+	mode_t type; /* S_IFMT bits */
+	bool hashed; /* (shard) findable by identity */
+	bool lower;  /* (cu) a lower object is (or was) behind the name */
+	bool opaque; /* (cu) directories: the upper dir is opaque */
+	_Atomic bool impure;   /* (cu) directories: upper dir marked impure */
+	bool indexed;	       /* (cu) files: the upper inode lives in workdir/index */
+	_Atomic bool detached; /* (cu) files: no name left; open files keep it alive */
 };
 
 #define OVL_NODE_SHARDS 64
