@@ -478,12 +478,10 @@ static void hl_sync_data(struct ovl_fs *fs, struct ovl_node *n, const char *inam
 
 static bool set_data(struct ovl_node *n, struct lookup_data *d)
 {
-	struct ovl_loc *data = calloc(1, sizeof(*data));
+	struct ovl_loc *data = ovl_loc_new(d->data_name, NULL);
 
-	if (!data || !(data->name = strdup(d->data_name))) {
-		free(data);
+	if (!data)
 		return false;
-	}
 	data->dirfd = d->data_dirfd;
 	data->layer = d->data_layer;
 	d->data_dirfd = -1;

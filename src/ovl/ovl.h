@@ -121,6 +121,8 @@ struct ovl_node *ovl_node_insert(struct ovl_fs *fs, struct ovl_node *node);
 /* make a node unfindable (its last name is gone); it lives on while referenced */
 void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup);
+/* a location with copies of name and iname (may be NULL) in one block; free() frees it */
+struct ovl_loc *ovl_loc_new(const char *name, const char *iname);
 void ovl_node_ref(struct ovl_fs *fs, struct ovl_node *node);
 /* does the engine hold the node (open files, children)? */
 bool ovl_node_in_use(struct ovl_fs *fs, struct ovl_node *node);
