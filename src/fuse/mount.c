@@ -8,6 +8,7 @@
 #include "fw_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,4 +142,63 @@ int fw_unmount(const char *mountpoint)
 	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status))
 		return -EIO;
 	return 0;
+}
+
+/* mountinfo escapes space, tab, newline and backslash as \ooo */
+static void unescape(char *s)
+{
+	char *d = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*d++ = *s;
+		}
+	}
+	*d = '\0';
+}
+
+/* The device ("major:minor") of the last mount on mountpoint, from mountinfo. */
+static int mount_dev(const char *mountpoint, char *dev, size_t devlen)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	char line[4096], mdev[64], mp[4096];
+	int found = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%*d %*d %63s %*s %4095s", mdev, mp) != 2)
+			continue;
+		unescape(mp);
+		if (strcmp(mp, mountpoint))
+			continue;
+		snprintf(dev, devlen, "%s", mdev);
+		found = 0;
+	}
+	fclose(f);
+	return found;
+}
+
+int fw_set_readahead(const char *mountpoint, unsigned int kb)
+{
+	char dev[64], path[128], val[32];
+	int fd, ret;
+	ssize_t n;
+
+	ret = mount_dev(mountpoint, dev, sizeof(dev));
+	if (ret)
+		return ret;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	snprintf(val, sizeof(val), "%u\n", kb);
+	n = write(fd, val, strlen(val));
+	ret = n < 0 ? -errno : 0;
+	close(fd);
+	return ret;
 }
