@@ -193,12 +193,6 @@ struct fw_session_opts {
 int fw_mount(const struct fw_mount_opts *mo, char *err, size_t errlen);
 /* Unmount (lazily if busy); as non-root through fusermount3. */
 int fw_unmount(const char *mountpoint);
-/*
- * Set the read-ahead of the mount's backing device info (as root; the
- * kernel starts it at no more than 128 KiB, while a READ can carry
- * max_pages): fewer, larger READs for files the daemon serves.
- */
-int fw_set_readahead(const char *mountpoint, unsigned int kb);
 
 struct fw_session *fw_session_new(int fd, const struct fw_ops *ops, void *ud,
 				  const struct fw_session_opts *so);
