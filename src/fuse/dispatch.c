@@ -477,6 +477,8 @@ static void do_read(struct fw_worker *w, const struct fuse_in_header *h, const v
 	NEED(read);
 	ARGSIZE(sizeof(*in));
 	size = in->size < w->se->bufsize ? in->size : w->se->bufsize;
+	if (fw_splice_read(w, &c, h->unique, h->nodeid, in->fh, size, (off_t)in->offset))
+		return;
 	n = OPS->read(UD, &c, h->nodeid, in->fh, w->outbuf, size, (off_t)in->offset);
 	if (n < 0) {
 		fw_reply_err(w, h->unique, (int)n);

@@ -129,6 +129,12 @@ struct fw_ops {
 	/* returns bytes read into buf */
 	ssize_t (*read)(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh, char *buf,
 			size_t size, off_t off);
+	/*
+	 * optional: put up to size bytes into the pipe pipefd (splice), fewer
+	 * only at end of file; -EOPNOTSUPP before moving anything: use read
+	 */
+	ssize_t (*read_pipe)(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh,
+			     int pipefd, size_t size, off_t off);
 	ssize_t (*write)(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh,
 			 const char *buf, size_t size, off_t off, bool kill_priv);
 	int (*flush)(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh,

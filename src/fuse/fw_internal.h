@@ -22,6 +22,9 @@ struct fw_worker {
 	bool started;
 	char *inbuf;		     /* one request */
 	char *outbuf;		     /* one reply payload */
+	int data_pipe[2];	     /* READ replies by splice: the data, */
+	int reply_pipe[2];	     /* ... then header and data for /dev/fuse; -1: none yet */
+	size_t splice_max;	     /* the largest READ the pipes hold (0: no splicing) */
 	_Atomic uint64_t cur_unique; /* request being served, 0 when idle */
 	_Atomic bool interrupted;    /* INTERRUPT arrived for cur_unique */
 	_Atomic bool intr_ok;	     /* handler blocks: signal it on INTERRUPT */
@@ -55,6 +58,11 @@ struct fw_dirbuf {
 	size_t len;
 	bool plus;
 };
+
+/* splice.c: READ replies moved by splice(2) */
+bool fw_splice_read(struct fw_worker *w, const struct fw_ctx *c, uint64_t unique, uint64_t nodeid,
+		    uint64_t fh, size_t size, off_t off);
+void fw_splice_close(struct fw_worker *w);
 
 /* dispatch.c */
 void fw_dispatch(struct fw_worker *w, const struct fuse_in_header *h, size_t len);

@@ -143,4 +143,3 @@ int fw_unmount(const char *mountpoint)
 		return -EIO;
 	return 0;
 }
-

@@ -68,6 +68,7 @@ struct fw_worker *fw_worker_new(struct fw_session *se, int fd)
 		return NULL;
 	w->se = se;
 	w->fd = fd;
+	w->data_pipe[0] = w->data_pipe[1] = w->reply_pipe[0] = w->reply_pipe[1] = -1;
 	w->inbuf = malloc(se->bufsize);
 	w->outbuf = malloc(se->bufsize);
 	if (!w->inbuf || !w->outbuf) {
@@ -84,6 +85,7 @@ void fw_worker_free(struct fw_worker *w)
 	if (!w)
 		return;
 	fw_uring_free(w);
+	fw_splice_close(w);
 	if (w->fd >= 0 && w->fd != w->se->fd)
 		close(w->fd);
 	free(w->inbuf);

@@ -234,6 +234,7 @@ int ovl_open(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl_fil
 /* open a new object's real file (after ovl_create) */
 int ovl_open_new(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl_file **out);
 ssize_t ovl_read(struct ovl_fs *fs, struct ovl_file *f, char *buf, size_t size, off_t off);
+ssize_t ovl_read_pipe(struct ovl_fs *fs, struct ovl_file *f, int pipefd, size_t size, off_t off);
 ssize_t ovl_write(struct ovl_fs *fs, struct ovl_file *f, const char *buf, size_t size, off_t off);
 int ovl_fsync(struct ovl_fs *fs, struct ovl_file *f, bool datasync);
 int ovl_fallocate(struct ovl_fs *fs, struct ovl_file *f, int mode, off_t off, off_t len);

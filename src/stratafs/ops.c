@@ -475,6 +475,16 @@ static ssize_t sfs_read(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint6
 	return ovl_read(s->fs, file_of(fh), buf, size, off);
 }
 
+static ssize_t sfs_read_pipe(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh,
+			     int pipefd, size_t size, off_t off)
+{
+	struct sfs *s = ud;
+
+	(void)c;
+	(void)nodeid;
+	return ovl_read_pipe(s->fs, file_of(fh), pipefd, size, off);
+}
+
 static int sfs_release(void *ud, const struct fw_ctx *c, uint64_t nodeid, uint64_t fh, int flags,
 		       uint64_t lock_owner, bool flock_unlock)
 {
@@ -575,6 +585,7 @@ const struct fw_ops sfs_ops = {
     .readlink = sfs_readlink,
     .open = sfs_open,
     .read = sfs_read,
+    .read_pipe = sfs_read_pipe,
     .release = sfs_release,
     .readdir = sfs_readdir,
     .statfs = sfs_statfs,
