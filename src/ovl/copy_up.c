@@ -443,7 +443,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 		    copy_up_indexed(fs, ldfd, lname, loc->layer, &st, updfd, loc->name, hex, data);
 		if (!ret) {
 			node->indexed = true;
-			node->lower_nlink = st.st_nlink;
+			node->lower_nlink = (uint32_t)st.st_nlink;
 			iname = hex;
 		}
 	} else {

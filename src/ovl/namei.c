@@ -520,7 +520,7 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 
 		/* a lower hard link copied up through another name lives in the index */
 		indexed = fstatat(d->fs->index_fd, hex, &ist, AT_SYMLINK_NOFOLLOW) == 0;
-		n->lower_nlink = d->top.st_nlink;
+		n->lower_nlink = (uint32_t)d->top.st_nlink;
 		lower_name = true;
 		if (!indexed && !(n->ihex = strdup(hex)))
 			goto out_free;
@@ -531,7 +531,7 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 		indexed = fstatat(d->fs->index_fd, d->ohex, &ist, AT_SYMLINK_NOFOLLOW) == 0;
 		if (indexed)
 			snprintf(hex, sizeof(hex), "%s", d->ohex);
-		n->lower_nlink = d->onlink;
+		n->lower_nlink = (uint32_t)d->onlink;
 	}
 	n->indexed = indexed;
 	if (d->top_has_redirect && !(n->redirect = strdup(d->top_redirect)))

@@ -85,10 +85,10 @@ struct ovl_stack {
 struct ovl_loc {
 	struct ovl_node *parent; /* holds a reference; NULL for the root */
 	char *name;		 /* the name in the union */
-	int layer;
 	char *iname;		 /* indexed hard link: the real object is workdir/index/<iname> */
-	int dirfd;		 /* metacopy data: the real dir itself (owned), else -1 */
 	struct ovl_loc *retired; /* older locations, freed with the node */
+	int layer;
+	int dirfd; /* metacopy data: the real dir itself (owned), else -1 */
 };
 
 /*
@@ -100,7 +100,6 @@ struct ovl_loc {
  */
 struct ovl_node {
 	uint64_t nlookup;	/* (shard) kernel references */
-	uint64_t refs;		/* (shard) engine references: children, open files */
 	struct ovl_node *hnext; /* (shard) hash chain */
 	dev_t key_dev;		/* identity: the origin (lowest) real object */
 	ino_t key_ino;
@@ -110,15 +109,16 @@ struct ovl_node {
 	_Atomic(struct ovl_loc *) loc;
 	_Atomic(struct ovl_stack *) stack; /* directories only */
 	char *redirect;			   /* (cu) directories: overlay.redirect, or NULL */
-	nlink_t lower_nlink;		   /* (cu) files: st_nlink of the lower object at lookup */
 	struct ovl_loc *aliases;	/* (cu) files: other names the kernel knows (hard links) */
 	_Atomic(struct ovl_loc *) data; /* metacopy: where the data is (a lower file), or NULL */
 	struct ovl_loc *old_data;	/* (cu) data locations no longer used */
-	char *ihex;  /* a lower hard link's name (index=on): its index entry name, or NULL */
-	mode_t type; /* S_IFMT bits */
-	bool hashed; /* (shard) findable by identity */
-	bool lower;  /* (cu) a lower object is (or was) behind the name */
-	bool opaque; /* (cu) directories: the upper dir is opaque */
+	char *ihex;    /* a lower hard link's name (index=on): its index entry name, or NULL */
+	mode_t type;   /* S_IFMT bits */
+	uint32_t refs; /* (shard) engine references: children, open files */
+	uint32_t lower_nlink;  /* (cu) files: st_nlink of the lower object at lookup */
+	bool hashed;	       /* (shard) findable by identity */
+	bool lower;	       /* (cu) a lower object is (or was) behind the name */
+	bool opaque;	       /* (cu) directories: the upper dir is opaque */
 	_Atomic bool impure;   /* (cu) directories: upper dir marked impure */
 	bool indexed;	       /* (cu) files: the upper inode lives in workdir/index */
 	_Atomic bool detached; /* (cu) files: no name left; open files keep it alive */
