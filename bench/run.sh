@@ -16,6 +16,7 @@
 #     -b BUILD     the build directory holding stratafs (default: build)
 # Data lives in $BENCH_DIR (default /var/tmp/strata-bench); the lower tree is
 # built once and reused.  Cold rows drop the page cache first.
+# STRATAFS_BENCH_OPTS (e.g. fsync=volatile) is added to every stratafs -o.
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 REPS=3
@@ -30,7 +31,7 @@ while getopts "r:qi:w:b:" o; do
 	i) IMPLS=$OPTARG ;;
 	w) WLS=$OPTARG ;;
 	b) BUILD=$(cd "$OPTARG" && pwd) ;;
-	*) sed -n '2,19p' "$0"; exit 2 ;;
+	*) sed -n '2,20p' "$0"; exit 2 ;;
 	esac
 done
 [ "$(id -u)" = 0 ] || { echo "bench: must run as root" >&2; exit 2; }
@@ -127,7 +128,7 @@ mount_impl() { # IMPL RUNDIR -> mounts RUNDIR/m
 		unionfs -f -o cow,allow_other "$r/u=RW:$LOWER=RO" "$r/m" &
 		PID=$! ;;
 	stratafs | stratafs-nopt | stratafs-uring)
-		local o="lowerdir=$LOWER,upperdir=$r/u,workdir=$r/w"
+		local o="lowerdir=$LOWER,upperdir=$r/u,workdir=$r/w${STRATAFS_BENCH_OPTS:+,$STRATAFS_BENCH_OPTS}"
 		[ $impl = stratafs-nopt ] && o="$o,passthrough=off"
 		[ $impl = stratafs-uring ] && o="$o,io_uring"
 		"$STRATAFS" bench "$r/m" -f -o "$o" &
