@@ -16,6 +16,7 @@
  */
 #define _GNU_SOURCE
 #include "fw_internal.h"
+#include "../common/sysio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -70,22 +71,6 @@ static bool open_pipes(struct fw_worker *w)
 	return w->splice_max > 0;
 }
 
-/* Move exactly len bytes from one fd to another (pipes and /dev/fuse). */
-static int move(int from, int to, size_t len)
-{
-	ssize_t n;
-
-	while (len) {
-		n = splice(from, NULL, to, NULL, len, 0);
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /*
  * Serve a READ by splicing; false when the caller should read into the
  * buffer instead (no read_pipe op, an io_uring worker, a request larger
@@ -120,7 +105,7 @@ bool fw_splice_read(struct fw_worker *w, const struct fw_ctx *c, uint64_t unique
 		err = -EIO;
 		goto out_reset;
 	}
-	err = move(w->data_pipe[0], w->reply_pipe[1], (size_t)n);
+	err = splice_exact(w->data_pipe[0], NULL, w->reply_pipe[1], NULL, (size_t)n);
 	if (err)
 		goto out_reset;
 	/* the device takes a reply in one call, or not at all */

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include "ovl.h"
+#include "../common/sysio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -84,21 +85,6 @@ static bool cant_do(int err)
  */
 #define SPLICE_PIPE (1 << 20)
 
-static int splice_all(int from, off_t *offin, int to, off_t *offout, size_t len)
-{
-	ssize_t n;
-
-	while (len) {
-		n = splice(from, offin, to, offout, len, SPLICE_F_MOVE);
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int copy_data_splice(int in, int out, off_t len)
 {
 	off_t offin = 0, offout = 0;
@@ -116,7 +102,7 @@ static int copy_data_splice(int in, int out, off_t len)
 		}
 		if (n == 0)
 			break; /* the file shrank: copy what there is */
-		ret = splice_all(p[0], NULL, out, &offout, (size_t)n);
+		ret = splice_exact(p[0], NULL, out, &offout, (size_t)n);
 		if (ret)
 			break;
 	}

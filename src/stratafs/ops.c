@@ -137,7 +137,15 @@ static void sfs_init(void *ud, struct fw_conn *cn)
 {
 	struct sfs *s = ud;
 
-	cn->want |= FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_CACHE_SYMLINKS |
+	/*
+	 * READDIRPLUS for every READDIR, not only a dir's first one (auto):
+	 * a stat of each entry after a listing (ls -l, find -printf, du) needs
+	 * no LOOKUP round trip then, at the price of a stat per entry when
+	 * only names are wanted.  Measured on the bench's 50k-entry tree:
+	 * auto sent 23.6k LOOKUPs for the stat pass (1.60 s; 0.90 s now) and
+	 * saved 0.25 s on a find that stats nothing.
+	 */
+	cn->want |= FUSE_DO_READDIRPLUS | FUSE_CACHE_SYMLINKS |
 		    FUSE_POSIX_ACL | FUSE_DIRECT_IO_ALLOW_MMAP;
 	if (s->want_passthrough && (cn->capable & FUSE_PASSTHROUGH) && geteuid() == 0) {
 		cn->want |= FUSE_PASSTHROUGH;
