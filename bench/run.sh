@@ -129,7 +129,10 @@ mount_impl() { # IMPL RUNDIR -> mounts RUNDIR/m
 		PID=$! ;;
 	stratafs | stratafs-nopt | stratafs-uring)
 		local o="lowerdir=$LOWER,upperdir=$r/u,workdir=$r/w${STRATAFS_BENCH_OPTS:+,$STRATAFS_BENCH_OPTS}"
-		[ $impl = stratafs-nopt ] && o="$o,passthrough=off"
+		# the uring column turns enable_uring on for the whole run: the others
+		# stay on /dev/fuse, as they are where the kernel does not offer it
+		[ $impl = stratafs-nopt ] && o="$o,passthrough=off,io_uring=off"
+		[ $impl = stratafs ] && o="$o,io_uring=off"
 		[ $impl = stratafs-uring ] && o="$o,io_uring"
 		"$STRATAFS" bench "$r/m" -f -o "$o" &
 		PID=$! ;;
@@ -168,6 +171,7 @@ record() { # IMPL REP WORKLOAD VALUE
 
 run_workload() { # IMPL REP WL M
 	local impl=$1 rep=$2 wl=$3 m=$4
+	sync # the last row's dirty data is not this row's to write back (untimed)
 	case $wl in
 	find)
 		drop_caches; timed "find $m/tree"; record "$impl" "$rep" find_cold "$T"

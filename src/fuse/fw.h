@@ -189,10 +189,11 @@ struct fw_mount_opts {
 };
 
 struct fw_session_opts {
-	int threads;	    /* workers; 0 = one per core */
-	bool debug;	    /* trace every request on stderr */
-	uint32_t max_pages; /* 0 = 256 (1 MiB requests) */
-	bool io_uring;	    /* serve requests over io_uring when the kernel offers it */
+	int threads;	     /* workers; 0 = one per core */
+	bool debug;	     /* trace every request on stderr */
+	uint32_t max_pages;  /* 0 = 256 (1 MiB requests) */
+	bool io_uring;	     /* serve requests over io_uring when the kernel offers it */
+	bool io_uring_quiet; /* ... and say nothing when it does not (the default) */
 };
 
 /* Mount and return the /dev/fuse fd, or -errno (message in err). */

@@ -44,7 +44,8 @@ struct fw_session {
 	struct fw_worker *init_worker;
 	int nworkers;		    /* /dev/fuse readers */
 	struct fw_worker **workers; /* the readers, then the ring workers */
-	bool want_uring;	    /* -o io_uring */
+	bool want_uring;	    /* io_uring when offered */
+	bool uring_quiet;	    /* no warning when not offered (not asked for) */
 	int nring;		    /* ring workers (0: no io_uring) */
 	int nqueues;		    /* the kernel's ring queues: one per possible CPU */
 	pthread_t main_thread;

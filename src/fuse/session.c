@@ -40,6 +40,7 @@ struct fw_session *fw_session_new(int fd, const struct fw_ops *ops, void *ud,
 	se->ud = ud;
 	se->debug = so && so->debug;
 	se->want_uring = so && so->io_uring;
+	se->uring_quiet = so && so->io_uring_quiet;
 	se->max_pages = (so && so->max_pages) ? so->max_pages : FW_DEFAULT_MAX_PAGES;
 	se->bufsize = (size_t)se->max_pages * FW_PAGE_SIZE + FW_PAGE_SIZE;
 	se->nworkers = so ? so->threads : 0;
@@ -108,12 +109,14 @@ static ssize_t read_request(struct fw_worker *w)
 	return n;
 }
 
-/* -o io_uring: granted only if the kernel offers it and the rings are ready */
+/* io_uring: granted only if the kernel offers it and the rings are ready */
 static void want_uring(struct fw_session *se, struct fw_conn *cn)
 {
 	int err;
 
 	if (!(cn->capable & FUSE_OVER_IO_URING)) {
+		if (se->uring_quiet)
+			return;
 		fprintf(stderr, "stratafs: io_uring not offered by the kernel (fuse module "
 				"parameter enable_uring=1 needed); using /dev/fuse\n");
 		return;

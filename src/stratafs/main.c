@@ -45,8 +45,9 @@ static const char usage[] =
     "stratafs options:\n"
     "  threads=N               worker threads (default: one per core)\n"
     "  passthrough=on|off      file data straight to the real files (default: on, as root)\n"
-    "  io_uring                requests over io_uring (needs the fuse module parameter\n"
-    "                          enable_uring=1; else /dev/fuse is used, with a warning)\n"
+    "  io_uring=on|off         requests over io_uring (default: where the kernel offers\n"
+    "                          it, i.e. the fuse module parameter enable_uring=1; with\n"
+    "                          io_uring or io_uring=on, a warning when it does not)\n"
     "  entry_timeout=S, attr_timeout=S, negative_timeout=S  kernel cache times\n"
     "  debug                   trace every request (implies -f)\n"
     "\n"
@@ -67,7 +68,7 @@ struct cmdline {
 	bool foreground;
 	bool debug;
 	bool no_passthrough;
-	bool io_uring;
+	int io_uring; /* -1: where the kernel offers it (default), 0: off, 1: asked for */
 	int threads;
 	double entry_timeout;
 	double attr_timeout;
@@ -154,9 +155,9 @@ static int other_opt(void *ctx, const char *key, const char *val, char *err, siz
 				 val);
 			return -EINVAL;
 		}
-		cl->io_uring = !val || !strcmp(val, "on");
+		cl->io_uring = !val || !strcmp(val, "on") ? 1 : 0;
 #ifndef HAVE_LIBURING
-		if (cl->io_uring) {
+		if (cl->io_uring == 1) {
 			snprintf(err, errlen, "io_uring: this stratafs was built without liburing");
 			return -EINVAL;
 		}
@@ -350,8 +351,10 @@ static int check_mountpoint(const char *mp)
 
 static int serve(struct cmdline *cl, struct sfs *s)
 {
-	struct fw_session_opts so = {
-	    .threads = cl->threads, .debug = cl->debug, .io_uring = cl->io_uring};
+	struct fw_session_opts so = {.threads = cl->threads,
+				     .debug = cl->debug,
+				     .io_uring = cl->io_uring != 0,
+				     .io_uring_quiet = cl->io_uring < 0};
 	struct fw_mount_opts mo = {0};
 	char mp[PATH_MAX], err[512] = "";
 	int fd, notify_fd = -1, ret;
@@ -414,7 +417,8 @@ static int serve(struct cmdline *cl, struct sfs *s)
 
 int main(int argc, char **argv)
 {
-	struct cmdline cl = {.entry_timeout = 86400, .attr_timeout = 86400, .neg_timeout = 86400};
+	struct cmdline cl = {
+	    .entry_timeout = 86400, .attr_timeout = 86400, .neg_timeout = 86400, .io_uring = -1};
 	struct ovl_config cfg;
 	struct sfs s = {0};
 	int ret;
@@ -425,6 +429,9 @@ int main(int argc, char **argv)
 		return ret < 0 ? 1 : 0;
 	if (cl.debug)
 		cl.foreground = true;
+#ifndef HAVE_LIBURING
+	cl.io_uring = 0; /* asking for it was refused by the parser */
+#endif
 	raise_nofile();
 	/*
 	 * One malloc arena for all workers: nodes are small and long-lived,

@@ -145,8 +145,8 @@ static void sfs_init(void *ud, struct fw_conn *cn)
 	 * auto sent 23.6k LOOKUPs for the stat pass (1.60 s; 0.90 s now) and
 	 * saved 0.25 s on a find that stats nothing.
 	 */
-	cn->want |= FUSE_DO_READDIRPLUS | FUSE_CACHE_SYMLINKS |
-		    FUSE_POSIX_ACL | FUSE_DIRECT_IO_ALLOW_MMAP;
+	cn->want |=
+	    FUSE_DO_READDIRPLUS | FUSE_CACHE_SYMLINKS | FUSE_POSIX_ACL | FUSE_DIRECT_IO_ALLOW_MMAP;
 	if (s->want_passthrough && (cn->capable & FUSE_PASSTHROUGH) && geteuid() == 0) {
 		cn->want |= FUSE_PASSTHROUGH;
 		/* backing files on plain filesystems; the mount may itself be a lower */

@@ -453,38 +453,62 @@ def _():
     with_uring_param("0", body)
 
 
-@test("io_uring where the kernel offers it: requests arrive on the rings")
+def ring_requests(extra, tag):
+    """Mount with lowerdir=a:b plus extra and debug; the number of requests served on rings."""
+    mnt = mountpoint(tag)
+    with tempfile.TemporaryFile() as errf:
+        proc = subprocess.Popen([BIN, "stratafs", mnt, "-o", opts("lowerdir=%s%s,debug" % (L("a", "b"), extra))],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
+        try:
+            if not wait_for(lambda: is_mounted(mnt)):
+                raise Fail("not mounted")
+            if names(mnt) != ["fa", "fb", "shared"]:
+                raise Fail("lists %r" % names(mnt))
+            with open(os.path.join(mnt, "fa"), "rb") as fh:
+                fh.read()
+        finally:
+            umount(mnt)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        errf.seek(0)
+        log = errf.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise Fail("daemon exit status %d" % proc.returncode)
+    return len([l for l in log.splitlines() if l.endswith("(io_uring)")])
+
+
+@test("io_uring where the kernel offers it: requests arrive on the rings, by default too; io_uring=off stays on /dev/fuse")
 def _():
     if not os.access(URING_PARAM, os.W_OK):
         return
 
     def body():
-        mnt = mountpoint("uring_on")
-        with tempfile.TemporaryFile() as errf:
-            proc = subprocess.Popen([BIN, "stratafs", mnt, "-o", opts("lowerdir=%s,io_uring,debug" % L("a", "b"))],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
-            try:
-                if not wait_for(lambda: is_mounted(mnt)):
-                    raise Fail("not mounted")
-                if names(mnt) != ["fa", "fb", "shared"]:
-                    raise Fail("lists %r" % names(mnt))
-                with open(os.path.join(mnt, "fa"), "rb") as fh:
-                    fh.read()
-            finally:
-                umount(mnt)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            errf.seek(0)
-            log = errf.read().decode(errors="replace")
-        ring = [l for l in log.splitlines() if l.endswith("(io_uring)")]
-        if "io_uring:" not in log or len(ring) < 3:
-            raise Fail("%d requests over io_uring; log: %r" % (len(ring), log[-300:]))
-        if proc.returncode != 0:
-            raise Fail("daemon exit status %d" % proc.returncode)
+        for extra, want in ((",io_uring", True), ("", True), (",io_uring=off", False)):
+            n = ring_requests(extra, "uring_on")
+            if (n >= 3) != want:
+                raise Fail("-o ...%s: %d requests over io_uring" % (extra, n))
     with_uring_param("1", body)
+
+
+@test("without the kernel's offer and no io_uring option: no warning")
+def _():
+    if not os.access(URING_PARAM, os.W_OK):
+        return
+
+    def body():
+        mnt = mountpoint("uring_quiet")
+        p = run_strata("lowerdir=%s" % L("a", "b"), mnt)
+        try:
+            if p.returncode != 0 or not is_mounted(mnt):
+                raise Fail("exit %d: %s" % (p.returncode, p.stderr.strip()[:200]))
+            if "io_uring" in p.stderr:
+                raise Fail("a warning nobody asked for: %r" % p.stderr[:200])
+        finally:
+            umount(mnt)
+    with_uring_param("0", body)
 
 
 @test("fsname=foo is the source in mountinfo")
