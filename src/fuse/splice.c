@@ -10,9 +10,9 @@
  * the whole reply spliced into /dev/fuse in one call, as the device wants
  * a reply in one write.  Pipes are made at a worker's first READ; after
  * any failure they are dropped (they may hold half a reply) and made
- * again at the next READ.  Requests larger than the pipes hold, and
- * io_uring workers, whose replies live in the ring's buffer, use the
- * buffer path.
+ * again at the next READ.  READs under 32 KiB, requests larger than the
+ * pipes hold, and io_uring workers, whose replies live in the ring's
+ * buffer, use the buffer path.
  */
 #define _GNU_SOURCE
 #include "fw_internal.h"
@@ -24,8 +24,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PIPE_WANT (2u << 20) /* 1 MiB of data at any page offset, plus the header */
-#define PAGE	  4096u
+#define PIPE_WANT  (2u << 20) /* 1 MiB of data at any page offset, plus the header */
+#define PAGE	   4096u
+#define SPLICE_MIN (32u << 10) /* smaller READs go through the buffer */
 
 void fw_splice_close(struct fw_worker *w)
 {
@@ -85,7 +86,8 @@ bool fw_splice_read(struct fw_worker *w, const struct fw_ctx *c, uint64_t unique
 	ssize_t n, sent;
 	int err;
 
-	if (!ops->read_pipe || w->ring)
+	/* a small reply is cheaper copied: two syscalls instead of four */
+	if (!ops->read_pipe || w->ring || size < SPLICE_MIN)
 		return false;
 	if (w->data_pipe[0] < 0 && !open_pipes(w))
 		return false;
