@@ -63,6 +63,7 @@ static int file_new(struct ovl_fs *fs, struct ovl_node *node, int flags, struct 
 	}
 	f->fd = fd;
 	f->flags = flags;
+	pthread_mutex_init(&f->lock, NULL);
 	f->loc = ovl_loc_of(node);
 	f->data = atomic_load(&node->data);
 	f->node = node;
@@ -93,24 +94,39 @@ int ovl_open_new(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl
 	return file_new(fs, node, flags & ~O_TRUNC, out);
 }
 
-/* A read-only open from before a copy-up follows the node to its new object. */
+/*
+ * A read-only open from before a copy-up follows the node to its new
+ * object.  Requests on the same open file run in parallel (the kernel
+ * reads ahead in several READs): the old fd stays open until release, as
+ * another worker may be reading from it right now.
+ */
 static int refresh(struct ovl_fs *fs, struct ovl_file *f)
 {
 	struct ovl_loc *loc, *data;
-	int fd;
+	int fd, *old;
 
 	ovl_hl_refresh(fs, f->node);
+	if ((f->flags & O_ACCMODE) != O_RDONLY)
+		return 0;
 	loc = ovl_loc_of(f->node);
 	data = atomic_load(&f->node->data);
-	if ((loc == f->loc && data == f->data) || (f->flags & O_ACCMODE) != O_RDONLY)
-		return 0;
+	pthread_mutex_lock(&f->lock);
+	if (loc == f->loc && data == f->data)
+		goto out;
 	fd = open_real(fs, f->node, f->flags & ~O_TRUNC);
 	if (fd < 0)
-		return 0; /* keep reading the old object */
-	close(f->fd);
-	f->fd = fd;
+		goto out; /* keep reading the old object */
+	old = realloc(f->old_fds, (size_t)(f->nold + 1) * sizeof(*old));
+	if (!old) {
+		close(fd);
+		goto out;
+	}
+	f->old_fds = old;
+	old[f->nold++] = atomic_exchange(&f->fd, fd);
 	f->loc = loc;
 	f->data = data;
+out:
+	pthread_mutex_unlock(&f->lock);
 	return 0;
 }
 
@@ -210,7 +226,13 @@ int ovl_fstat(struct ovl_fs *fs, struct ovl_file *f, struct stat *st)
 
 void ovl_release(struct ovl_fs *fs, struct ovl_file *f)
 {
+	int i;
+
 	close(f->fd);
+	for (i = 0; i < f->nold; i++)
+		close(f->old_fds[i]);
+	free(f->old_fds);
+	pthread_mutex_destroy(&f->lock);
 	ovl_node_unref(fs, f->node);
 	free(f);
 }

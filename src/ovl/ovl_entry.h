@@ -187,10 +187,13 @@ struct ovl_dirent {
 /* An open file. */
 struct ovl_file {
 	struct ovl_node *node;
-	int fd;
-	int flags;	      /* open flags */
-	struct ovl_loc *loc;  /* the location fd was opened at */
-	struct ovl_loc *data; /* ... and the metacopy data location then */
+	_Atomic int fd; /* replaced when a read-only open follows a copy-up */
+	int flags;	/* open flags */
+	pthread_mutex_t lock;
+	struct ovl_loc *loc;  /* (lock) the location fd was opened at */
+	struct ovl_loc *data; /* (lock) ... and the metacopy data location then */
+	int *old_fds;	      /* (lock) replaced fds: a request may still use one */
+	int nold;	      /* (lock) */
 };
 
 #endif
