@@ -8,7 +8,9 @@
   - a lower layer removed while mounted: errors, no crash, no hang;
   - 10,000 files open at once through the mount;
   - a copy-up interrupted by a signal to the writer: the mount stays usable,
-    and the file shows either the lower content or a whole copy.
+    and the file shows either the lower content or a whole copy;
+  - parallel reads of a read-only open while another fd copies its file up:
+    no read fails, and the old open then reads the new data (kernel as oracle).
 Each check prints `ok - ...` or `not ok - ...`; the last line is
 `N passed, N failed`.
 """
@@ -222,6 +224,74 @@ def test_interrupted_copyup(binary, tmp, extra):
           not os.listdir(os.path.join(wk, "work")), str(os.listdir(os.path.join(wk, "work"))))
 
 
+def reads_across_copyup(mnt, nfiles):
+    """Readers on read-only fds while another fd appends (copy-up); errors and tails seen."""
+    import threading
+    errors, tails = [], []
+
+    def reader(fd, stop):
+        while not stop.is_set():
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # READs reach the fs
+                os.pread(fd, 1 << 20, 0)
+                os.pread(fd, 1 << 20, 3 << 20)
+            except OSError as e:
+                errors.append(os.strerror(e.errno))
+    for i in range(nfiles):
+        path = os.path.join(mnt, "r%02d" % i)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            stop = threading.Event()
+            ts = [threading.Thread(target=reader, args=(fd, stop)) for _ in range(4)]
+            for t in ts:
+                t.start()
+            time.sleep(0.02)
+            with open(path, "ab") as f:
+                f.write(b"tail")
+            time.sleep(0.02)
+            stop.set()
+            for t in ts:
+                t.join()
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            tails.append(os.pread(fd, 8, 4 << 20))
+        finally:
+            os.close(fd)
+    return errors, tails
+
+
+def test_reads_across_copyup(binary, tmp, extra):
+    """Parallel READs of a read-only open while a copy-up moves its file, kernel as oracle."""
+    nfiles = 10
+    lo = os.path.join(tmp, "rc-lower")
+    mkdirs(lo)
+    for i in range(nfiles):
+        with open(os.path.join(lo, "r%02d" % i), "wb") as f:
+            f.write(os.urandom(4 << 20))
+    seen = {}
+    for impl in ("kernel", "stratafs"):
+        up, wk, mnt = (os.path.join(tmp, "rc-%s-%s" % (impl, n)) for n in ("u", "w", "m"))
+        mkdirs(up, wk, mnt)
+        opts = "lowerdir=%s,upperdir=%s,workdir=%s" % (lo, up, wk)
+        if impl == "kernel":
+            r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, mnt],
+                               capture_output=True, text=True)
+        else:
+            r = stratafs(binary, mnt, opts, extra)
+        if r.returncode:
+            check("reads across a copy-up: mount %s" % impl, False, r.stderr)
+            return
+        try:
+            seen[impl] = reads_across_copyup(mnt, nfiles)
+        finally:
+            umount(mnt)
+    errors, tails = seen["stratafs"]
+    check("reads across a copy-up: parallel READs of the old open never fail", not errors,
+          "%d errors, e.g. %s" % (len(errors), errors[:3]))
+    check("reads across a copy-up: the old open then reads the new data, as in the kernel",
+          tails == seen["kernel"][1] and seen["kernel"][1] == [b"tail"] * nfiles,
+          "kernel %r, stratafs %r" % (seen["kernel"][1][:2], tails[:2]))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--stratafs", default="build/stratafs")
@@ -231,7 +301,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="strata-faults-")
     try:
         for t in (test_no_xattr, test_erofs, test_vanishing_lower, test_many_open,
-                  test_interrupted_copyup):
+                  test_interrupted_copyup, test_reads_across_copyup):
             try:
                 t(binary, tmp, a.extra_opts)
             except Exception as e:  # a broken test is a failed test
