@@ -47,90 +47,135 @@ static int write_all(int out, const char *buf, size_t len, off_t off)
 	return 0;
 }
 
-static int copy_data_rw(int in, int out, off_t len)
-{
-	char *buf = malloc(COPY_CHUNK);
-	off_t done = 0;
-	ssize_t n;
-	int ret = 0;
-
-	if (!buf)
-		return -ENOMEM;
-	while (done < len) {
-		n = pread(in, buf, COPY_CHUNK, done);
-		if (n < 0) {
-			ret = -errno;
-			break;
-		}
-		if (n == 0)
-			break;
-		ret = write_all(out, buf, (size_t)n, done);
-		if (ret)
-			break;
-		done += n;
-	}
-	free(buf);
-	return ret;
-}
-
 static bool cant_do(int err)
 {
 	return err == EXDEV || err == EINVAL || err == EOPNOTSUPP || err == ENOSYS;
 }
 
 /*
- * Across filesystems: splice(2) through a pipe of our own, so the data
- * moves in the kernel and no buffer of ours is touched (a 1 MiB buffer per
- * concurrent copy-up showed in the daemon's RSS).
+ * How a copy-up moves data, best first; a method the filesystems refuse
+ * on the first chunk hands over to the next.  splice goes through a pipe
+ * of our own, so across filesystems the data moves in the kernel and no
+ * buffer of ours is touched (a 1 MiB buffer per concurrent copy-up showed
+ * in the daemon's RSS); read/write is the last resort.
  */
-#define SPLICE_PIPE (1 << 20)
+enum copy_method { COPY_RANGE, COPY_SPLICE, COPY_RW };
 
-static int copy_data_splice(int in, int out, off_t len)
+struct copier {
+	int in, out;
+	enum copy_method how;
+	int pipe[2]; /* COPY_SPLICE, made on first use */
+	char *buf;   /* COPY_RW */
+};
+
+static ssize_t chunk_range(struct copier *c, off_t off, size_t len)
 {
-	off_t offin = 0, offout = 0;
-	int p[2], ret = 0;
-	ssize_t n;
+	loff_t oi = off, oo = off;
+	ssize_t n = copy_file_range(c->in, &oi, c->out, &oo, len, 0);
 
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return copy_data_rw(in, out, len);
-	fcntl(p[1], F_SETPIPE_SZ, SPLICE_PIPE); /* best effort: 64 KiB otherwise */
-	while (offin < len) {
-		n = splice(in, &offin, p[1], NULL, SPLICE_PIPE, SPLICE_F_MOVE);
-		if (n < 0) {
-			ret = offin == 0 && cant_do(errno) ? 1 : -errno;
-			break;
-		}
-		if (n == 0)
-			break; /* the file shrank: copy what there is */
-		ret = splice_exact(p[0], NULL, out, &offout, (size_t)n);
-		if (ret)
-			break;
-	}
-	close(p[0]);
-	close(p[1]);
-	return ret == 1 ? copy_data_rw(in, out, len) : ret;
+	return n < 0 ? -errno : n;
 }
 
-/* Copy len bytes: reflink, else copy_file_range, else splice, else read/write. */
+static ssize_t chunk_splice(struct copier *c, off_t off, size_t len)
+{
+	loff_t oi = off, oo = off;
+	ssize_t n;
+	int ret;
+
+	if (c->pipe[0] < 0) {
+		if (pipe2(c->pipe, O_CLOEXEC) < 0)
+			return -EOPNOTSUPP;		     /* read/write instead */
+		fcntl(c->pipe[1], F_SETPIPE_SZ, COPY_CHUNK); /* best effort: 64 KiB otherwise */
+	}
+	n = splice(c->in, &oi, c->pipe[1], NULL, len, SPLICE_F_MOVE);
+	if (n <= 0)
+		return n < 0 ? -errno : 0;
+	ret = splice_exact(c->pipe[0], NULL, c->out, &oo, (size_t)n);
+	return ret ? ret : n;
+}
+
+static ssize_t chunk_rw(struct copier *c, off_t off, size_t len)
+{
+	ssize_t n;
+	int ret;
+
+	if (!c->buf && !(c->buf = malloc(COPY_CHUNK)))
+		return -ENOMEM;
+	n = pread(c->in, c->buf, len < COPY_CHUNK ? len : COPY_CHUNK, off);
+	if (n <= 0)
+		return n < 0 ? -errno : 0;
+	ret = write_all(c->out, c->buf, (size_t)n, off);
+	return ret ? ret : n;
+}
+
+/* Copy [off, off + len) at the same offset; returns bytes copied (0: end of file). */
+static ssize_t copy_chunk(struct copier *c, off_t off, size_t len, bool first)
+{
+	ssize_t n;
+
+	for (;;) {
+		if (c->how == COPY_RANGE)
+			n = chunk_range(c, off, len);
+		else if (c->how == COPY_SPLICE)
+			n = chunk_splice(c, off, len);
+		else
+			return chunk_rw(c, off, len);
+		if (n >= 0 || !first || !cant_do((int)-n))
+			return n;
+		c->how++;
+	}
+}
+
+/*
+ * Copy len bytes: reflink, else chunk by chunk, skipping holes as the
+ * kernel's ovl_copy_up_file() does (a chunk is copied whole; where the next
+ * data starts beyond the position, the gap stays a hole), so a sparse
+ * lower file stays sparse in the upper layer.
+ */
 static int copy_data(int in, int out, off_t len)
 {
-	off_t offin = 0, offout = 0;
-	ssize_t n;
+	struct copier c = {.in = in, .out = out, .how = COPY_RANGE, .pipe = {-1, -1}};
+	off_t pos = 0, data = -1;
+	bool skip_hole = true, first = true;
+	struct stat st;
+	ssize_t n = 0;
+	size_t chunk;
 
 	if (len == 0)
 		return 0;
 	if (ioctl(out, FICLONE, in) == 0)
 		return 0;
-	while (offin < len) {
-		n = copy_file_range(in, &offin, out, &offout, (size_t)(len - offin), 0);
-		if (n < 0) {
-			if (offin == 0 && cant_do(errno))
-				return copy_data_splice(in, out, len);
-			return -errno;
+	while (pos < len) {
+		if (skip_hole && data < pos) {
+			data = lseek(in, pos, SEEK_DATA);
+			if (data > pos) {
+				pos = data;
+				continue;
+			}
+			if (data < 0 && errno == ENXIO)
+				break; /* a hole up to the end */
+			if (data < 0)
+				skip_hole = false;
 		}
-		if (n == 0)
-			break;
+		chunk = len - pos < COPY_CHUNK ? (size_t)(len - pos) : COPY_CHUNK;
+		n = copy_chunk(&c, pos, chunk, first);
+		first = false;
+		if (n <= 0)
+			break; /* an error, or the file shrank: what there is was copied */
+		pos += n;
 	}
+	if (c.pipe[0] >= 0) {
+		close(c.pipe[0]);
+		close(c.pipe[1]);
+	}
+	free(c.buf);
+	if (n < 0)
+		return (int)n;
+	/* a hole at the end: the size, as the kernel sets it */
+	if (fstat(out, &st) < 0)
+		return -errno;
+	if (st.st_size < len && ftruncate(out, len) < 0)
+		return -errno;
 	return 0;
 }
 

@@ -9,7 +9,8 @@ runs on the kernel overlay (its own tmpfs) and on stratafs:
           6 MiB copy-up that runs out midway, fill the fs with a new file,
           then copy-up by open for write, create+write, mkdir, chmod,
           setxattr, truncate, a long symlink, create in a lower-only dir;
-          free the space and retry
+          free the space and retry; copy up a 100 MiB sparse file (fits:
+          holes stay holes)
   inodes  the same kind of calls on a tmpfs with nr_inodes=64 whose inodes
           are used up (so that mkdir/mknod/copy-up fail too)
 
@@ -67,6 +68,14 @@ def make_lower(lower):
         with open(path, "wb") as fh:
             fh.write(content(name))
         os.chmod(path, 0o644)
+
+
+def make_sparse(path):
+    """100 MiB, all hole but 4 KiB of data at 50 MiB."""
+    with open(path, "wb") as fh:
+        fh.truncate(100 * MiB)
+        fh.seek(50 * MiB)
+        fh.write(det_bytes("enospc:sparse", 4 * KiB))
 
 
 # --------------------------------------------------------------------------
@@ -143,6 +152,8 @@ def space_workload(S):
     S("unlink fill", os.unlink, p("fill"))
     S("!copy-up after freeing space", write_once, S, "small6", b"X", A)
     S("read small6", S.read, "small6")
+    # as the kernel, a copy-up leaves the holes of a sparse file holes: this fits
+    S("!copy-up of a 100 MiB sparse file (4 KiB of data), append", write_once, S, "sparse", b"X", A)
     S("!!copy-up of the 12 MiB file again", write_once, S, "big", b"X", A)
     S.close_all()
 
@@ -437,11 +448,12 @@ def main():
             raise RuntimeError("stratafs binary %s not found" % binary)
         lower = os.path.join(root, "lower")
         make_lower(lower)
+        make_sparse(os.path.join(lower, "sparse"))
         wd = watchdog(root, args.timeout, lambda: report("watchdog", ["timeout after %ds" % args.timeout]))
         space_names = [n for n in LOWER if not n.startswith("i")]
         inode_names = [n for n in LOWER if n.startswith("i")]
         run_phase(root, lower, binary, args.extra_opts, "space", "size=8m", space_workload, space_names,
-                  {"fill", "new2", "newdir", "longsym", "ldir"}, fsmounts, ovmounts)
+                  {"fill", "new2", "newdir", "longsym", "ldir", "sparse"}, fsmounts, ovmounts)
         run_phase(root, lower, binary, args.extra_opts, "inodes", "size=8m,nr_inodes=64", inode_workload,
                   inode_names, {"many", "newdir", "fifo", "newf", "sym", "idir"}, fsmounts, ovmounts)
         ro_bind_case(root, lower, binary, args.extra_opts, fsmounts, ovmounts)
