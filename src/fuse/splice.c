@@ -24,8 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PIPE_WANT  (2u << 20) /* 1 MiB of data at any page offset, plus the header */
-#define PAGE	   4096u
+#define PIPE_WANT  (2u << 20)  /* 1 MiB of data at any page offset, plus the header */
 #define SPLICE_MIN (32u << 10) /* smaller READs go through the buffer */
 
 void fw_splice_close(struct fw_worker *w)
@@ -67,8 +66,8 @@ static bool open_pipes(struct fw_worker *w)
 		return false;
 	}
 	/* one buffer per page the data touches, one more for the header */
-	slots = (a < b ? a : b) / PAGE;
-	w->splice_max = slots > 3 ? (slots - 2) * PAGE : 0;
+	slots = (a < b ? a : b) / (size_t)sysconf(_SC_PAGESIZE);
+	w->splice_max = slots > 3 ? (slots - 2) * (size_t)sysconf(_SC_PAGESIZE) : 0;
 	return w->splice_max > 0;
 }
 
@@ -96,6 +95,8 @@ bool fw_splice_read(struct fw_worker *w, const struct fw_ctx *c, uint64_t unique
 	n = ops->read_pipe(w->se->ud, c, nodeid, fh, w->data_pipe[1], size, off);
 	if (n == -EOPNOTSUPP)
 		return false;
+	if (n == -EAGAIN)
+		goto fall_back; /* a pipe filled up: nothing was sent yet */
 	if (n < 0) {
 		err = (int)n;
 		goto out_reset;
@@ -107,7 +108,10 @@ bool fw_splice_read(struct fw_worker *w, const struct fw_ctx *c, uint64_t unique
 		err = -EIO;
 		goto out_reset;
 	}
-	err = splice_exact(w->data_pipe[0], NULL, w->reply_pipe[1], NULL, (size_t)n);
+	err = splice_exact(w->data_pipe[0], NULL, w->reply_pipe[1], NULL, (size_t)n,
+			   SPLICE_F_NONBLOCK);
+	if (err == -EAGAIN)
+		goto fall_back;
 	if (err)
 		goto out_reset;
 	/* the device takes a reply in one call, or not at all */
@@ -125,4 +129,8 @@ out_reset:
 	fw_splice_close(w);
 	fw_reply_err(w, unique, err);
 	return true;
+
+fall_back:
+	fw_splice_close(w); /* they hold part of a reply */
+	return false;
 }

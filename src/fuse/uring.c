@@ -68,6 +68,7 @@ static int possible_cpus(void)
 static struct fw_ring *ring_new(struct fw_session *se, uint16_t qid)
 {
 	struct fw_ring *r = calloc(1, sizeof(*r));
+	int err = ENOMEM;
 
 	if (!r)
 		return NULL;
@@ -83,7 +84,8 @@ static struct fw_ring *ring_new(struct fw_session *se, uint16_t qid)
 	r->iov[0].iov_len = sizeof(*r->hdr);
 	r->iov[1].iov_base = r->payload;
 	r->iov[1].iov_len = r->payload_max;
-	if (io_uring_queue_init(4, &r->ring, IORING_SETUP_SQE128) < 0)
+	err = -io_uring_queue_init(4, &r->ring, IORING_SETUP_SQE128);
+	if (err > 0)
 		goto out_free;
 	return r;
 
@@ -91,6 +93,7 @@ out_free:
 	free(r->hdr);
 	free(r->area);
 	free(r);
+	errno = err; /* for the caller's message */
 	return NULL;
 }
 
@@ -109,7 +112,7 @@ void fw_uring_free(struct fw_worker *w)
 
 int fw_uring_prepare(struct fw_session *se)
 {
-	int per_queue, i, n;
+	int per_queue, i, n, saved = se->nworkers, err = -ENOMEM;
 	struct fw_worker *w;
 
 	se->nqueues = possible_cpus();
@@ -121,15 +124,17 @@ int fw_uring_prepare(struct fw_session *se)
 	se->nworkers = 1;
 	se->workers = calloc((size_t)(se->nworkers + n), sizeof(*se->workers));
 	if (!se->workers)
-		return -ENOMEM;
+		goto out_free;
 	for (i = 0; i < n; i++) {
 		w = fw_worker_new(se, se->fd);
 		if (!w)
 			goto out_free;
 		w->ring = ring_new(se, (uint16_t)(i % se->nqueues));
 		se->workers[se->nworkers + i] = w;
-		if (!w->ring)
+		if (!w->ring) {
+			err = -errno; /* io_uring_setup refused (seccomp, io_uring_disabled) */
 			goto out_free;
+		}
 	}
 	se->nring = n;
 	if (se->debug)
@@ -138,11 +143,12 @@ int fw_uring_prepare(struct fw_session *se)
 	return 0;
 
 out_free:
-	for (i = 0; i < n; i++)
+	for (i = 0; se->workers && i < n; i++)
 		fw_worker_free(se->workers[se->nworkers + i]);
 	free(se->workers);
 	se->workers = NULL;
-	return -ENOMEM;
+	se->nworkers = saved; /* all the /dev/fuse readers again */
+	return err < 0 ? err : -ENOMEM;
 }
 
 /*

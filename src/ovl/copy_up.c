@@ -90,7 +90,7 @@ static ssize_t chunk_splice(struct copier *c, off_t off, size_t len)
 	n = splice(c->in, &oi, c->pipe[1], NULL, len, SPLICE_F_MOVE);
 	if (n <= 0)
 		return n < 0 ? -errno : 0;
-	ret = splice_exact(c->pipe[0], NULL, c->out, &oo, (size_t)n);
+	ret = splice_exact(c->pipe[0], NULL, c->out, &oo, (size_t)n, 0);
 	return ret ? ret : n;
 }
 

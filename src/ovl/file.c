@@ -94,6 +94,14 @@ int ovl_open_new(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl
 	return file_new(fs, node, flags & ~O_TRUNC, out);
 }
 
+static bool same_object(int a, int b)
+{
+	struct stat x, y;
+
+	return fstat(a, &x) == 0 && fstat(b, &y) == 0 && x.st_dev == y.st_dev &&
+	       x.st_ino == y.st_ino;
+}
+
 /*
  * A read-only open from before a copy-up follows the node to its new
  * object.  Requests on the same open file run in parallel (the kernel
@@ -116,6 +124,10 @@ static int refresh(struct ovl_fs *fs, struct ovl_file *f)
 	fd = open_real(fs, f->node, f->flags & ~O_TRUNC);
 	if (fd < 0)
 		goto out; /* keep reading the old object */
+	if (same_object(fd, f->fd)) {
+		close(fd); /* a rename or another name: nothing moved */
+		goto moved;
+	}
 	old = realloc(f->old_fds, (size_t)(f->nold + 1) * sizeof(*old));
 	if (!old) {
 		close(fd);
@@ -123,6 +135,7 @@ static int refresh(struct ovl_fs *fs, struct ovl_file *f)
 	}
 	f->old_fds = old;
 	old[f->nold++] = atomic_exchange(&f->fd, fd);
+moved:
 	f->loc = loc;
 	f->data = data;
 out:
@@ -143,18 +156,21 @@ ssize_t ovl_read(struct ovl_fs *fs, struct ovl_file *f, char *buf, size_t size, 
  * Read into a pipe (splice(2)): the data moves from the page cache of the
  * real file without a copy through the daemon's memory.  Fewer bytes than
  * size only at end of file; -EOPNOTSUPP (before anything is moved) where
- * the real filesystem cannot splice.
+ * the real filesystem cannot splice; -EAGAIN when the pipe filled up (the
+ * caller's only reader of it is the caller: never wait on it).
  */
 ssize_t ovl_read_pipe(struct ovl_fs *fs, struct ovl_file *f, int pipefd, size_t size, off_t off)
 {
 	size_t done = 0;
 	loff_t pos;
 	ssize_t n;
+	int fd;
 
 	refresh(fs, f);
+	fd = f->fd; /* one object for the whole reply */
 	while (done < size) {
 		pos = off + (off_t)done;
-		n = splice(f->fd, &pos, pipefd, NULL, size - done, 0);
+		n = splice(fd, &pos, pipefd, NULL, size - done, SPLICE_F_NONBLOCK);
 		if (n < 0) {
 			if (!done && (errno == EINVAL || errno == ENOSYS))
 				return -EOPNOTSUPP;

@@ -144,7 +144,8 @@ struct ovl_listing_slot {
 };
 struct ovl_listings {
 	pthread_mutex_t lock;
-	uint64_t clock;
+	uint64_t clock;		/* (lock) */
+	_Atomic uint64_t built; /* listings built so far */
 	struct ovl_listing_slot slot[OVL_LISTING_SLOTS];
 };
 

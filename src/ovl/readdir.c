@@ -41,6 +41,7 @@ struct name_set {
 };
 
 struct ovl_listing {
+	uint64_t built; /* when: a later listing of the dir replaces an earlier one */
 	size_t n;
 	size_t cap;
 	struct ovl_dirent *ents;
@@ -356,6 +357,7 @@ static int build(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **
 
 	if (!l)
 		return -ENOMEM;
+	l->built = atomic_fetch_add(&fs->listings.built, 1) + 1;
 	ret = -ENOMEM;
 	if (add_entry(l, ".", node->ino, DT_DIR) ||
 	    add_entry(l, "..", parent ? parent->ino : node->ino, DT_DIR))
@@ -432,6 +434,7 @@ static struct ovl_listing *listing_take(struct ovl_fs *fs, struct ovl_node *node
 			l = c->slot[i].list;
 			c->slot[i].node = NULL;
 			c->slot[i].list = NULL;
+			c->slot[i].stamp = 0; /* free slots go first */
 			break;
 		}
 	}
@@ -457,10 +460,16 @@ static void listing_keep(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 		if (c->slot[i].stamp < c->slot[victim].stamp)
 			victim = i; /* empty slots have the oldest stamps */
 	}
-	old = c->slot[victim];
-	c->slot[victim].node = node;
-	c->slot[victim].list = l;
-	c->slot[victim].stamp = ++c->clock;
+	if (c->slot[victim].node == node && c->slot[victim].list->built > l->built) {
+		/* read on while another reader rebuilt the dir: keep the newer one */
+		old.node = node;
+		old.list = l;
+	} else {
+		old = c->slot[victim];
+		c->slot[victim].node = node;
+		c->slot[victim].list = l;
+		c->slot[victim].stamp = ++c->clock;
+	}
 	pthread_mutex_unlock(&c->lock);
 	listing_free(old.list);
 	if (old.node)
