@@ -57,7 +57,7 @@ static size_t make_pipe(int p[2])
 
 static bool open_pipes(struct fw_worker *w)
 {
-	size_t a, b, slots;
+	size_t a, b, page = (size_t)sysconf(_SC_PAGESIZE), slots;
 
 	a = make_pipe(w->data_pipe);
 	b = a ? make_pipe(w->reply_pipe) : 0;
@@ -66,8 +66,8 @@ static bool open_pipes(struct fw_worker *w)
 		return false;
 	}
 	/* one buffer per page the data touches, one more for the header */
-	slots = (a < b ? a : b) / (size_t)sysconf(_SC_PAGESIZE);
-	w->splice_max = slots > 3 ? (slots - 2) * (size_t)sysconf(_SC_PAGESIZE) : 0;
+	slots = (a < b ? a : b) / page;
+	w->splice_max = slots > 3 ? (slots - 2) * page : 0;
 	return w->splice_max > 0;
 }
 

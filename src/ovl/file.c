@@ -118,9 +118,11 @@ static int refresh(struct ovl_fs *fs, struct ovl_file *f)
 		return 0;
 	loc = ovl_loc_of(f->node);
 	data = atomic_load(&f->node->data);
+	if (loc == f->loc && data == f->data)
+		return 0; /* every READ passes here: no lock unless the node moved */
 	pthread_mutex_lock(&f->lock);
 	if (loc == f->loc && data == f->data)
-		goto out;
+		goto out; /* another worker followed it first */
 	fd = open_real(fs, f->node, f->flags & ~O_TRUNC);
 	if (fd < 0)
 		goto out; /* keep reading the old object */
@@ -162,14 +164,13 @@ ssize_t ovl_read(struct ovl_fs *fs, struct ovl_file *f, char *buf, size_t size, 
 ssize_t ovl_read_pipe(struct ovl_fs *fs, struct ovl_file *f, int pipefd, size_t size, off_t off)
 {
 	size_t done = 0;
-	loff_t pos;
+	loff_t pos = off; /* advanced by splice */
 	ssize_t n;
 	int fd;
 
 	refresh(fs, f);
 	fd = f->fd; /* one object for the whole reply */
 	while (done < size) {
-		pos = off + (off_t)done;
 		n = splice(fd, &pos, pipefd, NULL, size - done, SPLICE_F_NONBLOCK);
 		if (n < 0) {
 			if (!done && (errno == EINVAL || errno == ENOSYS))

@@ -191,10 +191,10 @@ struct ovl_file {
 	_Atomic int fd; /* replaced when a read-only open follows a copy-up */
 	int flags;	/* open flags */
 	pthread_mutex_t lock;
-	struct ovl_loc *loc;  /* (lock) the location fd was opened at */
-	struct ovl_loc *data; /* (lock) ... and the metacopy data location then */
-	int *old_fds;	      /* (lock) replaced fds: a request may still use one */
-	int nold;	      /* (lock) */
+	_Atomic(struct ovl_loc *) loc;	/* (lock for writes) the location fd was opened at */
+	_Atomic(struct ovl_loc *) data; /* (lock for writes) ... and the metacopy data then */
+	int *old_fds;			/* (lock) replaced fds: a request may still use one */
+	int nold;			/* (lock) */
 };
 
 #endif

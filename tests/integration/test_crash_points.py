@@ -90,13 +90,18 @@ def mount_stratafs(binary, mnt, opts):
         raise RuntimeError("remount failed: " + p.stderr.strip())
 
 
+def make_stack(root, lower_dir, lower_file, text, extra=""):
+    """l/ (with lower_dir and lower_file holding text), u/, w/, m/ under root; the -o string."""
+    for d in ("l/" + lower_dir, "u", "w", "m"):
+        os.makedirs(os.path.join(root, d))
+    with open(os.path.join(root, "l", lower_file), "w") as f:
+        f.write(text)
+    return "lowerdir=%s/l,upperdir=%s/u,workdir=%s/w%s" % (root, root, root, extra)
+
+
 def case_rename_over_empty_dir(binary, root):
     probs = []
-    for d in ("l/target", "u", "w", "m"):
-        os.makedirs(os.path.join(root, d))
-    with open(os.path.join(root, "l/target/x"), "w") as f:
-        f.write("low\n")
-    opts = "lowerdir=%s/l,upperdir=%s/u,workdir=%s/w" % (root, root, root)
+    opts = make_stack(root, "target", "target/x", "low\n")
     m = os.path.join(root, "m")
     mount_stratafs(binary, m, opts)
     os.unlink(m + "/target/x")               # target: a merged dir that looks empty
@@ -122,12 +127,8 @@ def case_rename_over_empty_dir(binary, root):
 
 def case_index_before_link(binary, root):
     probs = []
-    for d in ("l/d1", "u", "w", "m"):
-        os.makedirs(os.path.join(root, d))
-    with open(os.path.join(root, "l/a"), "w") as f:
-        f.write("hello\n")
+    opts = make_stack(root, "d1", "a", "hello\n", ",index=on")
     os.link(os.path.join(root, "l/a"), os.path.join(root, "l/d1/b"))
-    opts = "lowerdir=%s/l,upperdir=%s/u,workdir=%s/w,index=on" % (root, root, root)
     m = os.path.join(root, "m")
 
     def append(mnt):

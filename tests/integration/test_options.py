@@ -433,24 +433,32 @@ def with_uring_param(value, fn):
             f.write(saved)
 
 
+def mount_without_offer(extra, tag):
+    """Mount lowerdir=a:b plus extra while the kernel offers no io_uring: (listing, stderr)."""
+    got = []
+
+    def body():
+        mnt = mountpoint(tag)
+        p = run_strata("lowerdir=%s%s" % (L("a", "b"), extra), mnt)
+        try:
+            if p.returncode != 0 or not is_mounted(mnt):
+                raise Fail("exit %d: %s" % (p.returncode, p.stderr.strip()[:200]))
+            got.extend([names(mnt), p.stderr])
+        finally:
+            umount(mnt)
+    with_uring_param("0", body)
+    return got
+
+
 @test("io_uring without the kernel's offer: a warning, the mount works over /dev/fuse")
 def _():
     if not os.access(URING_PARAM, os.W_OK):
         return  # no FUSE over io_uring in this kernel: nothing to check
-
-    def body():
-        mnt = mountpoint("uring_off")
-        p = run_strata("lowerdir=%s,io_uring" % L("a", "b"), mnt)
-        try:
-            if p.returncode != 0 or not is_mounted(mnt):
-                raise Fail("exit %d: %s" % (p.returncode, p.stderr.strip()[:200]))
-            if "io_uring not offered" not in p.stderr:
-                raise Fail("no warning on stderr: %r" % p.stderr[:200])
-            if names(mnt) != ["fa", "fb", "shared"]:
-                raise Fail("lists %r" % names(mnt))
-        finally:
-            umount(mnt)
-    with_uring_param("0", body)
+    listing, stderr = mount_without_offer(",io_uring", "uring_off")
+    if "io_uring not offered" not in stderr:
+        raise Fail("no warning on stderr: %r" % stderr[:200])
+    if listing != ["fa", "fb", "shared"]:
+        raise Fail("lists %r" % listing)
 
 
 def ring_requests(extra, tag):
@@ -497,18 +505,9 @@ def _():
 def _():
     if not os.access(URING_PARAM, os.W_OK):
         return
-
-    def body():
-        mnt = mountpoint("uring_quiet")
-        p = run_strata("lowerdir=%s" % L("a", "b"), mnt)
-        try:
-            if p.returncode != 0 or not is_mounted(mnt):
-                raise Fail("exit %d: %s" % (p.returncode, p.stderr.strip()[:200]))
-            if "io_uring" in p.stderr:
-                raise Fail("a warning nobody asked for: %r" % p.stderr[:200])
-        finally:
-            umount(mnt)
-    with_uring_param("0", body)
+    stderr = mount_without_offer("", "uring_quiet")[1]
+    if "io_uring" in stderr:
+        raise Fail("a warning nobody asked for: %r" % stderr[:200])
 
 
 @test("fsname=foo is the source in mountinfo")
