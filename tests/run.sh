@@ -7,8 +7,8 @@
 # (tests/integration/test_options.py), the differential rig against the
 # kernel overlay (3 layers with a 100,000-entry dir, then 50 layers), the
 # write-mode rig, the interop, crash (copy-ups; a random write workload,
-# fsync modes, strace-stalled syscalls), full-disk, permission, fault and
-# concurrency suites, the differential operation fuzzer (10,000 operations,
+# fsync modes, strace-stalled syscalls), full-disk, permission, fault,
+# read-ahead/cache and concurrency suites, the differential operation fuzzer (10,000 operations,
 # seed 1), and, where the kernel offers FUSE over io_uring, a second pass of
 # the write rig, faults, concurrency and 3,000 fuzzer operations with
 # -o io_uring (the fuse module parameter enable_uring is set for it and
@@ -101,6 +101,7 @@ suite "crash at exact points" test_crash_points.py
 suite "full disk" test_enospc.py
 suite "permissions" test_perms.py
 suite "faults" test_faults.py
+suite "read-ahead and cache" test_cache.py
 suite "concurrency" test_stress.py
 
 # 5. the differential operation fuzzer: 10,000 seeded random operations
@@ -135,6 +136,7 @@ if [ -w "$URING" ] && grep -q uring "$BUILD/build.ninja" 2>/dev/null; then
     rig rig_write.py "write rig io_uring" --workdir "$RIGBASE-w-uring"
     rig rig.py "rig 50 layers io_uring" --layers 50 --workdir "$RIGBASE-50"
     suite "faults io_uring" test_faults.py
+    suite "read-ahead and cache io_uring" test_cache.py
     suite "concurrency io_uring" test_stress.py
     suite "fuzz_ops io_uring" fuzz_ops.py --seed uring --ops 3000 --shrink-time 60
     export STRATAFS_EXTRA_OPTS=$base_opts

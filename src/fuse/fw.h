@@ -232,6 +232,9 @@ void fw_set_interruptible(const struct fw_ctx *c, bool on);
 int fw_notify_inval_entry(struct fw_session *se, uint64_t parent, const char *name);
 int fw_notify_inval_inode(struct fw_session *se, uint64_t nodeid, off_t off, off_t len);
 int fw_notify_delete(struct fw_session *se, uint64_t parent, uint64_t child, const char *name);
+/* put data into the kernel's cache of nodeid's file (it must know the node) */
+int fw_notify_store(struct fw_session *se, uint64_t nodeid, off_t off, const void *data,
+		    size_t len);
 
 /* Passthrough backing files (FUSE 7.40): returns a backing id or -errno. */
 int fw_backing_open(struct fw_session *se, int fd);

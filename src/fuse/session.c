@@ -460,6 +460,21 @@ int fw_notify_inval_inode(struct fw_session *se, uint64_t nodeid, off_t off, off
 	return notify(se, FUSE_NOTIFY_INVAL_INODE, iov, 2);
 }
 
+int fw_notify_store(struct fw_session *se, uint64_t nodeid, off_t off, const void *data, size_t len)
+{
+	struct fuse_notify_store_out o = {.nodeid = nodeid, .offset = (uint64_t)off};
+	struct iovec iov[3];
+
+	if (len > UINT32_MAX)
+		return -EINVAL;
+	o.size = (uint32_t)len;
+	iov[1].iov_base = &o;
+	iov[1].iov_len = sizeof(o);
+	iov[2].iov_base = (void *)data;
+	iov[2].iov_len = len;
+	return notify(se, FUSE_NOTIFY_STORE, iov, 3);
+}
+
 int fw_notify_delete(struct fw_session *se, uint64_t parent, uint64_t child, const char *name)
 {
 	struct fuse_notify_delete_out o = {.parent = parent, .child = child};

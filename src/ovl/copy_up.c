@@ -54,19 +54,76 @@ static bool cant_do(int err)
 
 /*
  * How a copy-up moves data, best first; a method the filesystems refuse
- * on the first chunk hands over to the next.  splice goes through a pipe
- * of our own, so across filesystems the data moves in the kernel and no
- * buffer of ours is touched (a 1 MiB buffer per concurrent copy-up showed
- * in the daemon's RSS); read/write is the last resort.
+ * on the first chunk hands over to the next, and the layer remembers it,
+ * so later copy-ups from there start with what works.  splice goes through
+ * a pipe of our own (kept in fs->pipes between copy-ups), so across
+ * filesystems the data moves in the kernel and no buffer of ours is
+ * touched (a 1 MiB buffer per concurrent copy-up showed in the daemon's
+ * RSS); read/write is the last resort.
  */
 enum copy_method { COPY_RANGE, COPY_SPLICE, COPY_RW };
 
 struct copier {
+	struct ovl_fs *fs;
+	struct ovl_layer *from;
 	int in, out;
 	enum copy_method how;
-	int pipe[2]; /* COPY_SPLICE, made on first use */
-	char *buf;   /* COPY_RW */
+	int pipe[2];	 /* COPY_SPLICE, taken on first use */
+	bool pipe_dirty; /* may hold data: closed, not given back */
+	char *buf;	 /* COPY_RW */
 };
+
+/* An empty pipe from the pool, or a new one; false if none can be had. */
+static bool pipe_take(struct ovl_fs *fs, int p[2])
+{
+	struct ovl_pipes *pp = &fs->pipes;
+	bool got = false;
+
+	pthread_mutex_lock(&pp->lock);
+	if (pp->n > 0) {
+		pp->n--;
+		p[0] = pp->fds[pp->n][0];
+		p[1] = pp->fds[pp->n][1];
+		got = true;
+	}
+	pthread_mutex_unlock(&pp->lock);
+	if (got)
+		return true;
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return false;
+	fcntl(p[1], F_SETPIPE_SZ, COPY_CHUNK); /* best effort: 64 KiB otherwise */
+	return true;
+}
+
+/* Give an empty pipe back to the pool (closed when the pool is full). */
+static void pipe_give(struct ovl_fs *fs, int p[2])
+{
+	struct ovl_pipes *pp = &fs->pipes;
+
+	pthread_mutex_lock(&pp->lock);
+	if (pp->n < OVL_PIPES) {
+		pp->fds[pp->n][0] = p[0];
+		pp->fds[pp->n][1] = p[1];
+		pp->n++;
+		p[0] = p[1] = -1;
+	}
+	pthread_mutex_unlock(&pp->lock);
+	if (p[0] >= 0) {
+		close(p[0]);
+		close(p[1]);
+	}
+}
+
+void ovl_pipes_free(struct ovl_fs *fs)
+{
+	struct ovl_pipes *pp = &fs->pipes;
+
+	while (pp->n > 0) {
+		pp->n--;
+		close(pp->fds[pp->n][0]);
+		close(pp->fds[pp->n][1]);
+	}
+}
 
 static ssize_t chunk_range(struct copier *c, off_t off, size_t len)
 {
@@ -82,15 +139,14 @@ static ssize_t chunk_splice(struct copier *c, off_t off, size_t len)
 	ssize_t n;
 	int ret;
 
-	if (c->pipe[0] < 0) {
-		if (pipe2(c->pipe, O_CLOEXEC) < 0)
-			return -EOPNOTSUPP;		     /* read/write instead */
-		fcntl(c->pipe[1], F_SETPIPE_SZ, COPY_CHUNK); /* best effort: 64 KiB otherwise */
-	}
+	if (c->pipe[0] < 0 && !pipe_take(c->fs, c->pipe))
+		return -EMFILE; /* read/write instead, this time */
 	n = splice(c->in, &oi, c->pipe[1], NULL, len, SPLICE_F_MOVE);
 	if (n <= 0)
 		return n < 0 ? -errno : 0;
 	ret = splice_exact(c->pipe[0], NULL, c->out, &oo, (size_t)n, 0);
+	if (ret)
+		c->pipe_dirty = true;
 	return ret ? ret : n;
 }
 
@@ -120,21 +176,52 @@ static ssize_t copy_chunk(struct copier *c, off_t off, size_t len, bool first)
 			n = chunk_splice(c, off, len);
 		else
 			return chunk_rw(c, off, len);
-		if (n >= 0 || !first || !cant_do((int)-n))
+		if (n >= 0 || !first)
+			return n;
+		if (c->how == COPY_SPLICE && n == -EMFILE) {
+			c->how = COPY_RW; /* no pipe to be had: not the filesystems' refusal */
+			continue;
+		}
+		if (!cant_do((int)-n))
 			return n;
 		c->how++;
+		atomic_store(&c->from->copy_method, (uint8_t)c->how);
 	}
 }
 
-/*
- * Copy len bytes: reflink, else chunk by chunk, skipping holes as the
- * kernel's ovl_copy_up_file() does (a chunk is copied whole; where the next
- * data starts beyond the position, the gap stays a hole), so a sparse
- * lower file stays sparse in the upper layer.
- */
-static int copy_data(int in, int out, off_t len)
+static void copier_done(struct copier *c)
 {
-	struct copier c = {.in = in, .out = out, .how = COPY_RANGE, .pipe = {-1, -1}};
+	if (c->pipe[0] >= 0 && !c->pipe_dirty) {
+		pipe_give(c->fs, c->pipe);
+	} else if (c->pipe[0] >= 0) {
+		close(c->pipe[0]);
+		close(c->pipe[1]);
+	}
+	free(c->buf);
+}
+
+/* Reflink the whole file, unless the layer has refused it before. */
+static bool try_clone(struct ovl_layer *from, int in, int out)
+{
+	if (atomic_load(&from->no_clone))
+		return false;
+	if (ioctl(out, FICLONE, in) == 0)
+		return true;
+	if (cant_do(errno) || errno == ENOTTY)
+		atomic_store(&from->no_clone, true);
+	return false;
+}
+
+/*
+ * Copy len bytes from layer: reflink, else chunk by chunk, skipping holes
+ * as the kernel's ovl_copy_up_file() does (a chunk is copied whole; where
+ * the next data starts beyond the position, the gap stays a hole), so a
+ * sparse lower file stays sparse in the upper layer.
+ */
+static int copy_data(struct ovl_fs *fs, int layer, int in, int out, off_t len)
+{
+	struct ovl_layer *from = &fs->layers[layer];
+	struct copier c = {.fs = fs, .from = from, .in = in, .out = out, .pipe = {-1, -1}};
 	off_t pos = 0, data = -1;
 	bool skip_hole = true, first = true;
 	struct stat st;
@@ -143,8 +230,9 @@ static int copy_data(int in, int out, off_t len)
 
 	if (len == 0)
 		return 0;
-	if (ioctl(out, FICLONE, in) == 0)
+	if (try_clone(from, in, out))
 		return 0;
+	c.how = (enum copy_method)atomic_load(&from->copy_method);
 	while (pos < len) {
 		if (skip_hole && data < pos) {
 			data = lseek(in, pos, SEEK_DATA);
@@ -164,11 +252,7 @@ static int copy_data(int in, int out, off_t len)
 			break; /* an error, or the file shrank: what there is was copied */
 		pos += n;
 	}
-	if (c.pipe[0] >= 0) {
-		close(c.pipe[0]);
-		close(c.pipe[1]);
-	}
-	free(c.buf);
+	copier_done(&c);
 	if (n < 0)
 		return (int)n;
 	/* a hole at the end: the size, as the kernel sets it */
@@ -180,8 +264,8 @@ static int copy_data(int in, int out, off_t len)
 }
 
 /* Make the temporary object in workdir/work; for regular files *fdp is open. */
-static int make_temp(struct ovl_fs *fs, int ldfd, const char *lname, const struct stat *st,
-		     const char *tmp, bool data, int *fdp)
+static int make_temp(struct ovl_fs *fs, int ldfd, const char *lname, int layer,
+		     const struct stat *st, const char *tmp, bool data, int *fdp)
 {
 	char target[PATH_MAX];
 	ssize_t n;
@@ -218,7 +302,7 @@ static int make_temp(struct ovl_fs *fs, int ldfd, const char *lname, const struc
 		in = openat(ldfd, lname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (in < 0)
 		return -errno;
-	ret = copy_data(in, fd, st->st_size);
+	ret = copy_data(fs, layer, in, fd, st->st_size);
 	close(in);
 	return ret;
 }
@@ -269,7 +353,7 @@ static int build_copy(struct ovl_fs *fs, int ldfd, const char *lname, int layer,
 {
 	int fd = -1, ret;
 
-	ret = make_temp(fs, ldfd, lname, st, tmp, data, &fd);
+	ret = make_temp(fs, ldfd, lname, layer, st, tmp, data, &fd);
 	if (!ret)
 		ret = ovl_copy_xattrs(fs, ldfd, lname, fs->work_fd, tmp);
 	/* no origin when the copy breaks a lower hard link (no index), as the kernel */
@@ -418,7 +502,7 @@ static int copy_up_metacopy_data(struct ovl_fs *fs, struct ovl_node *node)
 		ret = -errno;
 		goto out_in;
 	}
-	ret = fstat(in, &st) < 0 ? -errno : copy_data(in, out, st.st_size);
+	ret = fstat(in, &st) < 0 ? -errno : copy_data(fs, data->layer, in, out, st.st_size);
 	/* data written into the file moves its mtime, as in the kernel */
 	if (!ret && st.st_size > 0 &&
 	    futimens(out, (struct timespec[2]){{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_NOW}}) <
@@ -436,18 +520,31 @@ out_in:
 	return ret;
 }
 
+/*
+ * Put a parent's atime and mtime back after a copy-up linked a name into it:
+ * a copy-up changes no times of the union (the kernel's ovl_set_timestamps()
+ * on c->pstat, best effort; ctime moves).
+ */
+static void restore_times(int dirfd, const struct stat *pst)
+{
+	(void)!futimens(dirfd, (struct timespec[2]){pst->st_atim, pst->st_mtim});
+}
+
 static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent,
 			  bool data)
 {
 	struct ovl_loc *loc = ovl_loc_of(node);
 	const char *lname, *iname = loc->iname;
 	char tmp[64], hex[600];
-	struct stat st, cur;
+	struct stat st, cur, pst;
 	int ldfd, updfd, ret;
 
 	updfd = ovl_upper_dirfd(fs, parent);
 	if (updfd < 0)
 		return -EIO;
+	/* the parent's times, put back once the new name is in (as the kernel) */
+	if (fstat(updfd, &pst) < 0)
+		return -errno;
 	if (S_ISDIR(node->type)) {
 		ldfd = ovl_stack_of(node)->p[0].fd;
 		lname = "";
@@ -496,6 +593,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 	}
 	if (ret)
 		return ret;
+	restore_times(updfd, &pst);
 	ret = ovl_set_impure(fs, parent);
 	if (ret)
 		return ret;

@@ -824,10 +824,15 @@ int ovl_rename(struct ovl_fs *fs, struct ovl_node *olddir, const char *oldname,
 		/*
 		 * Failed after the copy-ups and marks (as the kernel's does): the
 		 * kernel's readdir cache must ask again, so that a listing can
-		 * drop an overlay.impure nothing needs.
+		 * drop an overlay.impure nothing needs; and the upper filesystem
+		 * may have touched the source dir all the same (ext4 makes the
+		 * whiteout of RENAME_WHITEOUT before it finds the target not
+		 * empty: the dir's mtime moves), so its attributes are asked again.
 		 */
 		if (ret && fs->changed && r.olddir != r.newdir)
 			fs->changed(fs->changed_ctx, r.newdir);
+		if (ret && fs->changed)
+			fs->changed(fs->changed_ctx, r.olddir);
 	}
 	if (!ret)
 		rename_mark_impure(&r); /* the move is done: best effort */

@@ -86,7 +86,10 @@ int ovl_open(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl_fil
 		if (ret)
 			return ret;
 	}
-	return file_new(fs, node, flags, out);
+	ret = file_new(fs, node, flags, out);
+	if (!ret && (flags & O_ACCMODE) == O_RDONLY && S_ISREG(node->type))
+		ovl_prefetch_opened(fs, node);
+	return ret;
 }
 
 int ovl_open_new(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl_file **out)
@@ -152,6 +155,61 @@ ssize_t ovl_read(struct ovl_fs *fs, struct ovl_file *f, char *buf, size_t size, 
 	refresh(fs, f);
 	n = pread(f->fd, buf, size, off);
 	return n < 0 ? -errno : n;
+}
+
+/* Read len bytes from offset 0, all of them unless the file is shorter. */
+static ssize_t read_whole(int fd, char *buf, size_t len)
+{
+	size_t done = 0;
+	ssize_t n;
+
+	while (done < len) {
+		n = pread(fd, buf + done, len - done, (off_t)done);
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+int ovl_offer_lower(struct ovl_fs *fs, struct ovl_file *f, size_t max, ovl_offer_fn fn, void *ctx)
+{
+	struct ovl_node *node = f->node;
+	struct stat st;
+	ssize_t n;
+	char *buf;
+	int fd, ret = 0;
+
+	if (!S_ISREG(node->type) || (f->flags & O_ACCMODE) != O_RDONLY ||
+	    atomic_load(&node->offered) || ovl_has_upper(fs, node))
+		return 0;
+	fd = f->fd;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (st.st_size <= 0 || (size_t)st.st_size > max)
+		return 0;
+	buf = malloc((size_t)st.st_size);
+	if (!buf)
+		return -ENOMEM;
+	n = read_whole(fd, buf, (size_t)st.st_size);
+	if (n <= 0) {
+		ret = (int)n;
+		goto out;
+	}
+	pthread_mutex_lock(&node->cu_lock);
+	if (!atomic_load(&node->offered) && !ovl_has_upper(fs, node) && f->fd == fd) {
+		ret = fn(ctx, buf, (size_t)n);
+		if (!ret) {
+			atomic_store(&node->offered, true);
+			ret = 1;
+		}
+	}
+	pthread_mutex_unlock(&node->cu_lock);
+out:
+	free(buf);
+	return ret;
 }
 
 /*

@@ -89,6 +89,7 @@ void ovl_tmpname(struct ovl_fs *fs, char *buf, size_t size);
 /* make a whiteout (char 0/0, mode 0) */
 int ovl_mkwhiteout(int dirfd, const char *name);
 /* the overlay.origin value (struct ovl_fb) of a real object */
+void ovl_fs_uuid(int fd, uint8_t uuid[16]);
 ssize_t ovl_encode_origin(struct ovl_fs *fs, int dirfd, const char *name, int layer,
 			  unsigned char *buf, size_t size);
 void ovl_hex(const unsigned char *buf, size_t n, char *out);
@@ -199,6 +200,8 @@ static inline bool ovl_hl_group(const struct ovl_fs *fs, const struct ovl_node *
 /* give node (and its parents) an upper object; data too unless metacopy allows */
 int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node);
 int ovl_copy_up_data(struct ovl_fs *fs, struct ovl_node *node);
+/* close the pipes kept for copy-ups (at unmount) */
+void ovl_pipes_free(struct ovl_fs *fs);
 /* mark an upper directory impure (it holds copied-up or redirected entries) */
 int ovl_set_impure(struct ovl_fs *fs, struct ovl_node *dir);
 /* readdir found nothing that needs overlay.impure: drop it unless gen moved */
@@ -226,6 +229,18 @@ int ovl_cleanup_tree(int dirfd, const char *name);
 typedef int (*ovl_fill_fn)(void *ctx, const struct ovl_dirent *de, off_t next);
 int ovl_readdir(struct ovl_fs *fs, struct ovl_node *dir, off_t off, ovl_fill_fn fill, void *ctx);
 void ovl_listings_flush(struct ovl_fs *fs);
+/* a dir's names in listing order, for the engine's own use (no side effects) */
+int ovl_names_build(struct ovl_fs *fs, struct ovl_node *dir, struct ovl_listing **out);
+void ovl_names_free(struct ovl_listing *l);
+const struct ovl_dirent *ovl_names_at(const struct ovl_listing *l, size_t i);
+size_t ovl_names_after(const struct ovl_listing *l, uint64_t cookie);
+uint64_t ovl_name_cookie(const char *name);
+
+/* prefetch.c */
+/* a read-only open of a regular file: read ahead the next ones if in listing order */
+void ovl_prefetch_opened(struct ovl_fs *fs, struct ovl_node *node);
+/* stop the read-ahead thread (at unmount; ovl_fs_free does it too) */
+void ovl_prefetch_stop(struct ovl_fs *fs);
 /* the merged names of a directory, for the emptiness check of rmdir */
 int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *dir);
 
@@ -235,6 +250,15 @@ int ovl_open(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl_fil
 int ovl_open_new(struct ovl_fs *fs, struct ovl_node *node, int flags, struct ovl_file **out);
 ssize_t ovl_read(struct ovl_fs *fs, struct ovl_file *f, char *buf, size_t size, off_t off);
 ssize_t ovl_read_pipe(struct ovl_fs *fs, struct ovl_file *f, int pipefd, size_t size, off_t off);
+/*
+ * The whole data of a read-only open file that is only below (never copied
+ * up), for a cache of it: fn(ctx, data, len) runs under the node's copy-up
+ * lock, so no copy-up can slip in between and leave old data behind, and
+ * once per node.  1 when handed over, 0 when not (upper, empty, larger than
+ * max, handed over before), or -errno.
+ */
+typedef int (*ovl_offer_fn)(void *ctx, const void *data, size_t len);
+int ovl_offer_lower(struct ovl_fs *fs, struct ovl_file *f, size_t max, ovl_offer_fn fn, void *ctx);
 ssize_t ovl_write(struct ovl_fs *fs, struct ovl_file *f, const char *buf, size_t size, off_t off);
 int ovl_fsync(struct ovl_fs *fs, struct ovl_file *f, bool datasync);
 int ovl_fallocate(struct ovl_fs *fs, struct ovl_file *f, int mode, off_t off, off_t len);

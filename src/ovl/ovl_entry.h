@@ -54,6 +54,10 @@ struct ovl_layer {
 	dev_t dev;
 	bool is_upper;
 	bool data_only;
+	uint8_t uuid[16]; /* its filesystem's uuid (FS_IOC_GETFSUUID), zeros if none */
+	/* copy_up.c: what moving data from here to the upper layer has taught */
+	_Atomic bool no_clone;	     /* FICLONE refused */
+	_Atomic uint8_t copy_method; /* the first method not refused (enum copy_method) */
 };
 
 /* One real directory of a merged directory, top first. */
@@ -122,6 +126,7 @@ struct ovl_node {
 	_Atomic bool impure;   /* (cu) directories: upper dir marked impure */
 	bool indexed;	       /* (cu) files: the upper inode lives in workdir/index */
 	_Atomic bool detached; /* (cu) files: no name left; open files keep it alive */
+	_Atomic bool offered;  /* (cu) files: the lower data went to a cache (ovl_offer_lower) */
 };
 
 #define OVL_NODE_SHARDS 64
@@ -147,6 +152,36 @@ struct ovl_listings {
 	uint64_t clock;		/* (lock) */
 	_Atomic uint64_t built; /* listings built so far */
 	struct ovl_listing_slot slot[OVL_LISTING_SLOTS];
+};
+
+/* Read-ahead across files (prefetch.c): the dirs whose files are being opened. */
+#define OVL_PF_DIRS 4
+struct ovl_listing;
+struct ovl_pf_dir {
+	struct ovl_node *dir;	  /* referenced; NULL: free */
+	struct ovl_listing *list; /* its names, once a reader went in order */
+	uint64_t last;		  /* the name cookie of the file opened last in it */
+	uint64_t want;		  /* read ahead what follows this cookie (0: nothing) */
+	uint64_t upto;		  /* read ahead up to this cookie */
+	uint64_t refill;	  /* ask for more once a reader opens past this */
+	uint64_t stamp;
+	bool busy; /* the thread works on it: list, upto, refill are its */
+};
+struct ovl_prefetch {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	pthread_t thread; /* started at the first read-ahead */
+	bool started, stop;
+	uint64_t clock;
+	struct ovl_pf_dir dirs[OVL_PF_DIRS];
+};
+
+/* Empty pipes kept between copy-ups (copy_up.c). */
+#define OVL_PIPES 4
+struct ovl_pipes {
+	pthread_mutex_t lock;
+	int n;
+	int fds[OVL_PIPES][2];
 };
 
 struct ovl_fs {
@@ -175,6 +210,8 @@ struct ovl_fs {
 	struct ovl_node *root;
 	struct ovl_node_shard shards[OVL_NODE_SHARDS];
 	struct ovl_listings listings; /* listings read in parts (readdir.c) */
+	struct ovl_pipes pipes;	      /* empty pipes for copy-up by splice (copy_up.c) */
+	struct ovl_prefetch prefetch; /* read-ahead across files (prefetch.c) */
 };
 
 /* An entry of a merged directory listing. */

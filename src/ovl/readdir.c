@@ -57,6 +57,7 @@ struct dir_build {
 	bool in_xw;	 /* a layer so far was an xwhiteouts dir: check regular files */
 	bool lowest;	 /* reading the bottom layer (the kernel lists its xwhiteouts) */
 	bool fixed_ino;	 /* an entry's d_ino is its origin's, not the real one */
+	bool names_only; /* for the engine itself: real d_ino, no side effects */
 	struct name_set seen;
 	struct name_chunk *chunks;
 };
@@ -235,7 +236,8 @@ static int take_entry(struct dir_build *b, const struct ovl_path *p, const struc
 		return ret;
 	if (b->count_only)
 		return -ENOTEMPTY;
-	return add_entry(b->dir, stored, entry_ino(b, p, stored, de->d_ino), type);
+	return add_entry(b->dir, stored,
+			 b->names_only ? de->d_ino : entry_ino(b, p, stored, de->d_ino), type);
 }
 
 static int read_layer(struct dir_build *b, const struct ovl_path *p, char *buf)
@@ -346,11 +348,12 @@ static void sort_by_cookie(struct ovl_listing *l)
 		qsort(l->ents + 2, l->n - 2, sizeof(l->ents[0]), cookie_cmp);
 }
 
-static int build(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **out)
+static int build(struct ovl_fs *fs, struct ovl_node *node, bool names_only,
+		 struct ovl_listing **out)
 {
 	struct ovl_node *parent = ovl_loc_of(node)->parent;
 	struct ovl_listing *l = calloc(1, sizeof(*l));
-	struct dir_build b = {.fs = fs, .dir = l, .node = node};
+	struct dir_build b = {.fs = fs, .dir = l, .node = node, .names_only = names_only};
 	struct ovl_stack *st = ovl_stack_of(node);
 	uint64_t gen = ovl_impure_gen(fs);
 	int ret;
@@ -368,7 +371,7 @@ static int build(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **
 		goto out;
 	sort_by_cookie(l);
 	/* an impure upper dir with nothing to fix loses the flag, as in the kernel */
-	if (!b.fixed_ino && node->impure && st->n == 1 && st->p[0].layer == 0)
+	if (!names_only && !b.fixed_ino && node->impure && st->n == 1 && st->p[0].layer == 0)
 		ovl_clear_impure(fs, node, gen);
 	*out = l;
 	return 0;
@@ -504,7 +507,7 @@ int ovl_readdir(struct ovl_fs *fs, struct ovl_node *node, off_t off, ovl_fill_fn
 	if (off != 0)
 		l = listing_take(fs, node);
 	if (!l) {
-		ret = build(fs, node, &l);
+		ret = build(fs, node, false, &l);
 		if (ret)
 			return ret;
 	}
@@ -518,4 +521,35 @@ int ovl_readdir(struct ovl_fs *fs, struct ovl_node *node, off_t off, ovl_fill_fn
 	else
 		listing_keep(fs, node, l);
 	return 0;
+}
+
+/*
+ * The names of a dir in listing order, for the engine's own use
+ * (prefetch.c): d_ino as the real dirs have it, and no side effects.
+ */
+int ovl_names_build(struct ovl_fs *fs, struct ovl_node *dir, struct ovl_listing **out)
+{
+	return build(fs, dir, true, out);
+}
+
+void ovl_names_free(struct ovl_listing *l)
+{
+	listing_free(l);
+}
+
+/* Entry i of l, or NULL past the end. */
+const struct ovl_dirent *ovl_names_at(const struct ovl_listing *l, size_t i)
+{
+	return i < l->n ? &l->ents[i] : NULL;
+}
+
+/* The index of the first name listed after the name whose cookie this is. */
+size_t ovl_names_after(const struct ovl_listing *l, uint64_t cookie)
+{
+	return first_at(l, (off_t)cookie);
+}
+
+uint64_t ovl_name_cookie(const char *name)
+{
+	return name_cookie(name);
 }

@@ -70,6 +70,7 @@ static int open_layer(struct ovl_fs *fs, int idx, const char *path, const char *
 	}
 	l->fd = fd;
 	l->dev = st.st_dev;
+	ovl_fs_uuid(fd, l->uuid);
 	return 0;
 }
 
@@ -404,6 +405,9 @@ int ovl_fs_new(const struct ovl_config *cfg, struct ovl_fs **out, char *err, siz
 	pthread_rwlock_init(&fs->rename_lock, NULL);
 	pthread_mutex_init(&fs->impure_lock, NULL);
 	pthread_mutex_init(&fs->listings.lock, NULL);
+	pthread_mutex_init(&fs->pipes.lock, NULL);
+	pthread_mutex_init(&fs->prefetch.lock, NULL);
+	pthread_cond_init(&fs->prefetch.wake, NULL);
 	ret = config_copy(&fs->config, cfg);
 	if (ret)
 		goto out_free;
@@ -462,7 +466,9 @@ void ovl_fs_free(struct ovl_fs *fs)
 
 	if (!fs)
 		return;
+	ovl_prefetch_stop(fs);
 	ovl_listings_flush(fs);
+	ovl_pipes_free(fs);
 	ovl_nodes_free(fs);
 	for (i = 0; fs->layers && i < fs->nlayers; i++) {
 		if (fs->layers[i].fd >= 0)

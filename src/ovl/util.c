@@ -325,6 +325,18 @@ struct fsuuid2 {
 #define FS_IOC_GETFSUUID _IOR(0x15, 0, struct fsuuid2)
 #endif
 
+/* The uuid of the filesystem fd is on, as overlay file handles carry it; zeros if none. */
+void ovl_fs_uuid(int fd, uint8_t uuid[16])
+{
+	struct fsuuid2 u;
+
+	memset(&u, 0, sizeof(u));
+	u.len = 16;
+	if (ioctl(fd, FS_IOC_GETFSUUID, &u) < 0 || u.len != 16)
+		memset(u.uuid, 0, sizeof(u.uuid));
+	memcpy(uuid, u.uuid, 16);
+}
+
 /*
  * struct ovl_fb as the kernel writes it: version 0, magic 0xfb, total
  * length, flags (0: little-endian CPU), handle type, the filesystem uuid,
@@ -337,7 +349,6 @@ ssize_t ovl_encode_origin(struct ovl_fs *fs, int dirfd, const char *name, int la
 		struct file_handle fh;
 		unsigned char data[MAX_HANDLE_SZ];
 	} h;
-	struct fsuuid2 u;
 	int mount_id;
 	size_t len;
 
@@ -347,17 +358,13 @@ ssize_t ovl_encode_origin(struct ovl_fs *fs, int dirfd, const char *name, int la
 	len = 5 + 16 + h.fh.handle_bytes;
 	if (len > size || len > 255)
 		return -EOVERFLOW;
-	memset(&u, 0, sizeof(u));
-	u.len = 16;
-	if (ioctl(fs->layers[layer].fd, FS_IOC_GETFSUUID, &u) < 0 || u.len != 16)
-		memset(u.uuid, 0, sizeof(u.uuid));
 	buf[0] = 0;
 	buf[1] = 0xfb;
 	buf[2] = (unsigned char)len;
 	/* OVL_FH_FLAG_PATH_UPPER for an upper object; little-endian CPU: no flag */
 	buf[3] = fs->layers[layer].is_upper ? 4 : 0;
 	buf[4] = (unsigned char)h.fh.handle_type;
-	memcpy(buf + 5, u.uuid, 16);
+	memcpy(buf + 5, fs->layers[layer].uuid, 16);
 	memcpy(buf + 21, h.fh.f_handle, h.fh.handle_bytes);
 	return (ssize_t)len;
 }

@@ -28,6 +28,9 @@ struct sfs_file {
 
 #define SFS_FILE_SHARDS 16
 
+/* lower files up to this size go into the kernel's page cache at open (ops.c) */
+#define SFS_STORE_MAX (128 * 1024)
+
 /* The open files, so that those the kernel never releases can be freed at exit. */
 struct sfs_files {
 	pthread_mutex_t lock;

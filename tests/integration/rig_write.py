@@ -771,12 +771,13 @@ def watchdog(root, secs, note=None):
 # observation
 # --------------------------------------------------------------------------
 def merged_walk(mnt, t_recent):
-    """rig.walk_mount, with directory mtimes dropped and other mtimes
-    reduced to their value if older than the run, else "recent"."""
+    """rig.walk_mount, with mtimes reduced to their value if older than the
+    run, else "recent" (a directory a copy-up linked a name into keeps its
+    old mtime, as the kernel puts the parent's times back)."""
     w = walk_mount(mnt)
     for rec in w.recs.values():
         ns = rec.pop("mtime_ns", None)
-        if ns is not None and rec.get("type") != "dir":
+        if ns is not None:
             rec["mtime"] = "recent" if ns >= t_recent else ns
     return w
 

@@ -1,0 +1,238 @@
+/*
+ * prefetch.c - read-ahead across files.
+ *
+ * A walk that reads every file (cat or grep -r after a find, cp -r, tar)
+ * opens a directory's files one after another in listing order.  Once two
+ * read-only opens in a row follow that order, a thread of the mount reads
+ * the next files ahead (readahead(2) on their real objects, the start of
+ * each as the kernel would read it first), so their data is on its way
+ * while the one before is read.  The kernel's overlay reads each file when
+ * it is opened; with a round trip to the daemon per open, doing the same
+ * one file at a time left the disk idle between files.  What is read ahead
+ * is only brought into memory: no union state changes.
+ */
+#define _GNU_SOURCE
+#include "ovl.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define PF_FILES    16		/* files read ahead of the last one opened */
+#define PF_BYTES    (8 << 20)	/* ... and at most this much of them */
+#define PF_FILE_MAX (128 << 10) /* of each file: what a first read brings in */
+
+static void *pf_main(void *arg);
+
+/* Read the start of one file of dir ahead; returns how much was asked for. */
+static size_t read_ahead_one(struct ovl_fs *fs, struct ovl_node *dir, const char *name)
+{
+	struct ovl_node *n;
+	const char *rname;
+	struct stat st;
+	size_t len = 0;
+	int dfd, fd;
+
+	if (ovl_lookup(fs, dir, name, &n, &st))
+		return 0;
+	if (!S_ISREG(st.st_mode) || st.st_size == 0 || ovl_data_at(fs, n, &dfd, &rname) ||
+	    !rname[0])
+		goto out;
+	fd = openat(dfd, rname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+	if (fd < 0 && errno == EPERM)
+		fd = openat(dfd, rname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		goto out;
+	len = st.st_size < PF_FILE_MAX ? (size_t)st.st_size : PF_FILE_MAX;
+	if (readahead(fd, 0, len) < 0)
+		len = 0;
+	close(fd);
+out:
+	ovl_node_forget(fs, n, 1);
+	return len;
+}
+
+/*
+ * Read ahead the regular files listed after cookie want, from where the
+ * last round stopped (*upto); *refill is where the next round should be
+ * asked for (half way through this one).
+ */
+static void read_ahead(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_listing *l,
+		       uint64_t want, uint64_t *upto, uint64_t *refill)
+{
+	const struct ovl_dirent *e;
+	size_t i, files = 0, bytes = 0;
+
+	i = ovl_names_after(l, want > *upto ? want : *upto);
+	for (; (e = ovl_names_at(l, i)) && files < PF_FILES && bytes < PF_BYTES; i++) {
+		if (e->type != DT_REG)
+			continue;
+		bytes += read_ahead_one(fs, dir, e->name);
+		files++;
+		*upto = e->hash;
+		if (files == PF_FILES / 2)
+			*refill = e->hash;
+	}
+	if (files < PF_FILES / 2)
+		*refill = UINT64_MAX; /* the end of the dir: nothing more to ask for */
+}
+
+/* Take the dir most recently asked for; NULL if none.  (pf->lock) */
+static struct ovl_pf_dir *next_job(struct ovl_prefetch *pf)
+{
+	struct ovl_pf_dir *best = NULL;
+	int i;
+
+	for (i = 0; i < OVL_PF_DIRS; i++) {
+		struct ovl_pf_dir *d = &pf->dirs[i];
+
+		if (d->dir && d->want && !d->busy && (!best || d->stamp > best->stamp))
+			best = d;
+	}
+	return best;
+}
+
+static void run_job(struct ovl_fs *fs, struct ovl_pf_dir *d)
+{
+	struct ovl_prefetch *pf = &fs->prefetch;
+	struct ovl_node *dir = d->dir; /* stays: a busy slot is never reused */
+	struct ovl_listing *l = d->list;
+	uint64_t want = d->want, upto = d->upto, refill = d->refill;
+
+	d->want = 0;
+	d->busy = true;
+	pthread_mutex_unlock(&pf->lock);
+	if (!l && ovl_names_build(fs, dir, &l))
+		l = NULL;
+	if (l)
+		read_ahead(fs, dir, l, want, &upto, &refill);
+	pthread_mutex_lock(&pf->lock);
+	d->list = l;
+	d->upto = upto;
+	d->refill = l ? refill : UINT64_MAX;
+	d->busy = false;
+}
+
+static void *pf_main(void *arg)
+{
+	struct ovl_fs *fs = arg;
+	struct ovl_prefetch *pf = &fs->prefetch;
+	struct ovl_pf_dir *d;
+
+	pthread_mutex_lock(&pf->lock);
+	while (!pf->stop) {
+		d = next_job(pf);
+		if (d)
+			run_job(fs, d);
+		else
+			pthread_cond_wait(&pf->wake, &pf->lock);
+	}
+	pthread_mutex_unlock(&pf->lock);
+	return NULL;
+}
+
+/* Empty a slot; what it held is returned to be let go outside the lock. */
+static void slot_clear(struct ovl_pf_dir *d, struct ovl_node **dir, struct ovl_listing **l)
+{
+	*dir = d->dir;
+	*l = d->list;
+	d->dir = NULL;
+	d->list = NULL;
+}
+
+/* The slot of dir, or a new one for it; NULL when all are busy.  (pf->lock) */
+static struct ovl_pf_dir *slot_for(struct ovl_prefetch *pf, struct ovl_node *dir, bool *fresh)
+{
+	struct ovl_pf_dir *victim = NULL;
+	int i;
+
+	*fresh = false;
+	for (i = 0; i < OVL_PF_DIRS; i++) {
+		struct ovl_pf_dir *d = &pf->dirs[i];
+
+		if (d->dir == dir)
+			return d;
+		if (!d->busy && (!victim || !d->dir || (victim->dir && d->stamp < victim->stamp)))
+			victim = d;
+	}
+	*fresh = victim != NULL;
+	return victim;
+}
+
+void ovl_prefetch_opened(struct ovl_fs *fs, struct ovl_node *node)
+{
+	struct ovl_prefetch *pf = &fs->prefetch;
+	struct ovl_node *dir, *old_dir = NULL;
+	struct ovl_listing *old_list = NULL;
+	struct ovl_pf_dir *d;
+	struct ovl_loc *loc;
+	uint64_t cookie;
+	bool fresh, wake = false;
+
+	pthread_rwlock_rdlock(&fs->rename_lock); /* the name stays while we read it */
+	loc = ovl_loc_of(node);
+	dir = loc->parent;
+	if (!dir || !loc->name[0]) {
+		pthread_rwlock_unlock(&fs->rename_lock);
+		return;
+	}
+	cookie = ovl_name_cookie(loc->name);
+	pthread_mutex_lock(&pf->lock);
+	d = slot_for(pf, dir, &fresh);
+	if (!d || pf->stop)
+		goto out;
+	if (fresh) {
+		slot_clear(d, &old_dir, &old_list);
+		ovl_node_ref(fs, dir);
+		d->dir = dir;
+		d->upto = 0;
+		d->refill = 0;
+		d->want = 0;
+	} else if (cookie > d->last && cookie >= d->refill) {
+		/* the second open in listing order, or the reader nears the end of what was read
+		 * ahead */
+		d->want = cookie;
+		wake = true;
+	}
+	d->last = cookie;
+	d->stamp = ++pf->clock;
+	if (wake && !pf->started) {
+		pf->started = pthread_create(&pf->thread, NULL, pf_main, fs) == 0;
+		if (!pf->started)
+			d->want = 0;
+	}
+	if (wake && pf->started)
+		pthread_cond_signal(&pf->wake);
+out:
+	pthread_mutex_unlock(&pf->lock);
+	pthread_rwlock_unlock(&fs->rename_lock);
+	ovl_names_free(old_list);
+	if (old_dir)
+		ovl_node_unref(fs, old_dir);
+}
+
+void ovl_prefetch_stop(struct ovl_fs *fs)
+{
+	struct ovl_prefetch *pf = &fs->prefetch;
+	struct ovl_node *dir;
+	struct ovl_listing *l;
+	bool started;
+	int i;
+
+	pthread_mutex_lock(&pf->lock);
+	pf->stop = true;
+	started = pf->started;
+	pf->started = false;
+	pthread_cond_signal(&pf->wake);
+	pthread_mutex_unlock(&pf->lock);
+	if (started)
+		pthread_join(pf->thread, NULL);
+	for (i = 0; i < OVL_PF_DIRS; i++) {
+		slot_clear(&pf->dirs[i], &dir, &l);
+		ovl_names_free(l);
+		if (dir)
+			ovl_node_unref(fs, dir);
+	}
+}
