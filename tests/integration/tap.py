@@ -1,6 +1,10 @@
 """tap.py -- the suites' output: `ok - NAME` / `not ok - NAME: REASON` lines
 and the closing `N passed, N failed` that tests/run.sh counts."""
 
+import os
+import shutil
+import subprocess
+import tempfile
 import time
 
 results = []
@@ -25,3 +29,27 @@ def summary(t0=None):
         print("# %.1fs" % (time.time() - t0))
     print("%d passed, %d failed" % (passed, len(results) - passed))
     return 0 if passed == len(results) else 1
+
+
+def check(name, cond, why=""):
+    """One check from a condition and the reason shown when it is false."""
+    report(name, [] if cond else [why or "failed"])
+
+
+def run_tests(tests, binary, extra, prefix, tmp_parent=None):
+    """Call each test(binary, tmp, extra) with one scratch dir; a test that
+    raises counts as one failed check.  What is still mounted below the
+    scratch dir is unmounted (lazily) and the dir removed.  Returns the
+    exit status of summary()."""
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=tmp_parent)
+    try:
+        for t in tests:
+            try:
+                t(binary, tmp, extra)
+            except Exception as e:  # a broken test is a failed test
+                check(t.__name__, False, "%s: %s" % (type(e).__name__, e))
+    finally:
+        subprocess.run(["sh", "-c", "grep ' %s' /proc/self/mountinfo | awk '{print $5}' | "
+                        "sort -r | xargs -r -n1 umount -l" % tmp], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary()

@@ -27,14 +27,15 @@ import argparse
 import ctypes
 import mmap
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-RESULTS = []
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tap  # noqa: E402
+from tap import check  # noqa: E402
+
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
 libc.mmap.restype = ctypes.c_void_p
@@ -44,11 +45,6 @@ libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SMALL = 40000           # well under the 128 KiB stored at open
 LARGE = 1 << 20         # over it
-
-
-def check(name, cond, why=""):
-    RESULTS.append(bool(cond))
-    print(("ok - %s" % name) if cond else ("not ok - %s: %s" % (name, why)))
 
 
 def mounted(path):
@@ -311,22 +307,9 @@ def main():
     ap.add_argument("--stratafs", default="build/stratafs")
     ap.add_argument("--extra-opts", default=os.environ.get("STRATAFS_EXTRA_OPTS", ""))
     a = ap.parse_args()
-    binary = os.path.abspath(a.stratafs)
-    tmp = tempfile.mkdtemp(prefix="strata-cache-", dir="/var/tmp")
-    try:
-        for t in (test_store_at_open, test_store_then_copyup, test_prefetch,
-                  test_prefetch_churn):
-            try:
-                t(binary, tmp, a.extra_opts)
-            except Exception as e:  # a broken test is a failed test
-                check(t.__name__, False, "%s: %s" % (type(e).__name__, e))
-    finally:
-        subprocess.run(["sh", "-c", "grep ' %s' /proc/self/mountinfo | awk '{print $5}' | "
-                        "sort -r | xargs -r -n1 umount -l" % tmp], capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-    passed = sum(RESULTS)
-    print("%d passed, %d failed" % (passed, len(RESULTS) - passed))
-    return 0 if passed == len(RESULTS) else 1
+    tests = (test_store_at_open, test_store_then_copyup, test_prefetch, test_prefetch_churn)
+    return tap.run_tests(tests, os.path.abspath(a.stratafs), a.extra_opts, "strata-cache-",
+                         "/var/tmp")
 
 
 if __name__ == "__main__":

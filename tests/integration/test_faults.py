@@ -21,15 +21,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
-RESULTS = []
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tap  # noqa: E402
+from tap import check  # noqa: E402
 
-
-def check(name, cond, why=""):
-    RESULTS.append(bool(cond))
-    print(("ok - %s" % name) if cond else ("not ok - %s: %s" % (name, why)))
 
 
 def mounted(path):
@@ -297,22 +294,9 @@ def main():
     ap.add_argument("--stratafs", default="build/stratafs")
     ap.add_argument("--extra-opts", default=os.environ.get("STRATAFS_EXTRA_OPTS", ""))
     a = ap.parse_args()
-    binary = os.path.abspath(a.stratafs)
-    tmp = tempfile.mkdtemp(prefix="strata-faults-")
-    try:
-        for t in (test_no_xattr, test_erofs, test_vanishing_lower, test_many_open,
-                  test_interrupted_copyup, test_reads_across_copyup):
-            try:
-                t(binary, tmp, a.extra_opts)
-            except Exception as e:  # a broken test is a failed test
-                check(t.__name__, False, "%s: %s" % (type(e).__name__, e))
-    finally:
-        subprocess.run(["sh", "-c", "grep ' %s' /proc/self/mountinfo | awk '{print $5}' | "
-                        "sort -r | xargs -r -n1 umount -l" % tmp], capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-    passed = sum(RESULTS)
-    print("%d passed, %d failed" % (passed, len(RESULTS) - passed))
-    return 0 if passed == len(RESULTS) else 1
+    tests = (test_no_xattr, test_erofs, test_vanishing_lower, test_many_open,
+             test_interrupted_copyup, test_reads_across_copyup)
+    return tap.run_tests(tests, os.path.abspath(a.stratafs), a.extra_opts, "strata-faults-")
 
 
 if __name__ == "__main__":
