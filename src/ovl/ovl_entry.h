@@ -165,7 +165,8 @@ struct ovl_pf_dir {
 	uint64_t upto;		  /* read ahead up to this cookie */
 	uint64_t refill;	  /* ask for more once a reader opens past this */
 	uint64_t stamp;
-	bool busy; /* the thread works on it: list, upto, refill are its */
+	bool probe; /* want is a first open: read ahead only if it is at the start */
+	bool busy;  /* the thread works on it: list, upto, refill are its */
 };
 struct ovl_prefetch {
 	pthread_mutex_t lock;

@@ -2,10 +2,10 @@
  * prefetch.c - read-ahead across files.
  *
  * A walk that reads every file (cat or grep -r after a find, cp -r, tar)
- * opens a directory's files one after another in listing order.  Once two
- * read-only opens in a row follow that order, a thread of the mount reads
- * the next files ahead (readahead(2) on their real objects, the start of
- * each as the kernel would read it first), so their data is on its way
+ * opens a directory's files one after another in listing order.  Once a
+ * read-only open is of the first or second file listed, or two in a row
+ * follow listing order, a thread of the mount reads the next files ahead (readahead(2) on their
+ * real objects, the start of each as the kernel would read it first), so their data is on its way
  * while the one before is read.  The kernel's overlay reads each file when
  * it is opened; with a round trip to the daemon per open, doing the same
  * one file at a time left the disk idle between files.  What is read ahead
@@ -94,19 +94,35 @@ static struct ovl_pf_dir *next_job(struct ovl_prefetch *pf)
 	return best;
 }
 
+/* Is the file with this cookie the first or second regular file listed? */
+static bool at_start(const struct ovl_listing *l, uint64_t cookie)
+{
+	const struct ovl_dirent *e;
+	size_t i;
+	int before = 0;
+
+	for (i = 2; (e = ovl_names_at(l, i)) && e->hash < cookie; i++)
+		if (e->type == DT_REG && ++before > 1)
+			return false;
+	return true;
+}
+
 static void run_job(struct ovl_fs *fs, struct ovl_pf_dir *d)
 {
 	struct ovl_prefetch *pf = &fs->prefetch;
 	struct ovl_node *dir = d->dir; /* stays: a busy slot is never reused */
 	struct ovl_listing *l = d->list;
 	uint64_t want = d->want, upto = d->upto, refill = d->refill;
+	bool probe = d->probe;
 
 	d->want = 0;
+	d->probe = false;
 	d->busy = true;
 	pthread_mutex_unlock(&pf->lock);
 	if (!l && ovl_names_build(fs, dir, &l))
 		l = NULL;
-	if (l)
+	/* a first open: a walker starts at the start (else wait for a second one) */
+	if (l && (!probe || at_start(l, want)))
 		read_ahead(fs, dir, l, want, &upto, &refill);
 	pthread_mutex_lock(&pf->lock);
 	d->list = l;
@@ -189,7 +205,9 @@ void ovl_prefetch_opened(struct ovl_fs *fs, struct ovl_node *node)
 		d->dir = dir;
 		d->upto = 0;
 		d->refill = 0;
-		d->want = 0;
+		d->want = cookie; /* read ahead at once if it is the dir's first file */
+		d->probe = true;
+		wake = true;
 	} else if (cookie > d->last && cookie >= d->refill) {
 		/* the second open in listing order, or the reader nears the end of what was read
 		 * ahead */

@@ -15,8 +15,9 @@ Checked by residency (mmap + mincore, which reads nothing), never by time:
   - the data there is the file's, and a copy-up through another open
     replaces it: the old read-only open and a new one read the new bytes,
     as on the kernel overlay (oracle: the same steps on a kernel mount);
-  - opening the first files of a dir in listing order makes the next ones
-    resident in the lower layer; opening them in reverse order does not;
+  - opening a dir's first file, or two files in listing order, makes the
+    next ones resident in the lower layer; opening the last ones in reverse
+    order does not;
   - reading a dir in order while another process renames, removes and
     copies up its files: every read returns the bytes the file has (or
     ENOENT), nothing else.
@@ -217,13 +218,20 @@ def test_prefetch(binary, tmp, extra):
     try:
         order = files_in_order(st.p("d"))
         drop_caches()
-        for name in order[:3]:
+        with open(st.p("d/" + order[0]), "rb") as f:
+            f.read()
+        nxt = [os.path.join(st.lo, "d", n) for n in order[1:11]]
+        n = wait_resident(nxt, len(nxt))
+        check("a dir's first file opened: the next ones are read ahead", n == len(nxt),
+              "%d of %d next files resident" % (n, len(nxt)))
+        drop_caches()
+        for name in order[30:32]:
             with open(st.p("d/" + name), "rb") as f:
                 f.read()
-        nxt = [os.path.join(st.lo, "d", n) for n in order[3:13]]
+        nxt = [os.path.join(st.lo, "d", n) for n in order[32:42]]
         n = wait_resident(nxt, len(nxt))
-        check("files opened in listing order: the next ones are read ahead", n == len(nxt),
-              "%d of %d next files resident" % (n, len(nxt)))
+        check("two files opened in listing order mid-dir: the next ones are read ahead",
+              n == len(nxt), "%d of %d next files resident" % (n, len(nxt)))
         drop_caches()
         for name in reversed(order[-3:]):
             with open(st.p("d/" + name), "rb") as f:
