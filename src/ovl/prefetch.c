@@ -4,12 +4,14 @@
  * A walk that reads every file (cat or grep -r after a find, cp -r, tar)
  * opens a directory's files one after another in listing order.  Once a
  * read-only open is of the first or second file listed, or two in a row
- * follow listing order, a thread of the mount reads the next files ahead (readahead(2) on their
- * real objects, the start of each as the kernel would read it first), so their data is on its way
- * while the one before is read.  The kernel's overlay reads each file when
- * it is opened; with a round trip to the daemon per open, doing the same
- * one file at a time left the disk idle between files.  What is read ahead
- * is only brought into memory: no union state changes.
+ * follow listing order, a thread of the mount reads the next files ahead
+ * (readahead(2) on their real objects, the start of each as the kernel
+ * would read it first), so their data is on its way while the one before
+ * is read.  The kernel's overlay reads each file when it is opened; with a
+ * round trip to the daemon per open, doing the same one file at a time
+ * left the disk idle between files.  What is read ahead is only brought
+ * into memory: no union state changes.  The names of a dir being read
+ * through are kept (a names-only listing, in one of OVL_PF_DIRS slots).
  */
 #define _GNU_SOURCE
 #include "ovl.h"
@@ -23,8 +25,6 @@
 #define PF_FILES    16		/* files read ahead of the last one opened */
 #define PF_BYTES    (8 << 20)	/* ... and at most this much of them */
 #define PF_FILE_MAX (128 << 10) /* of each file: what a first read brings in */
-
-static void *pf_main(void *arg);
 
 /* Read the start of one file of dir ahead; returns how much was asked for. */
 static size_t read_ahead_one(struct ovl_fs *fs, struct ovl_node *dir, const char *name)
