@@ -66,6 +66,7 @@ enum copy_method { COPY_RANGE, COPY_SPLICE, COPY_RW };
 struct copier {
 	struct ovl_fs *fs;
 	struct ovl_layer *from;
+	bool same_dev; /* the file is on the layer's own filesystem (not a mount inside it) */
 	int in, out;
 	enum copy_method how;
 	int pipe[2];	 /* COPY_SPLICE, taken on first use */
@@ -185,7 +186,8 @@ static ssize_t copy_chunk(struct copier *c, off_t off, size_t len, bool first)
 		if (!cant_do((int)-n))
 			return n;
 		c->how++;
-		atomic_store(&c->from->copy_method, (uint8_t)c->how);
+		if (c->same_dev && n != -EINVAL) /* EINVAL may be this file's */
+			atomic_store(&c->from->copy_method, (uint8_t)c->how);
 	}
 }
 
@@ -200,14 +202,20 @@ static void copier_done(struct copier *c)
 	free(c->buf);
 }
 
-/* Reflink the whole file, unless the layer has refused it before. */
-static bool try_clone(struct ovl_layer *from, int in, int out)
+/*
+ * Reflink the whole file, unless the layer's filesystem has refused it
+ * before.  Only a refusal of the filesystems counts (EXDEV, EOPNOTSUPP):
+ * EINVAL can be this file's alone (btrfs nodatasum, xfs realtime), and a
+ * file on a mount inside the layer says nothing about the layer.
+ */
+static bool try_clone(struct ovl_layer *from, bool same_dev, int in, int out)
 {
 	if (atomic_load(&from->no_clone))
 		return false;
 	if (ioctl(out, FICLONE, in) == 0)
 		return true;
-	if (cant_do(errno) || errno == ENOTTY)
+	if (same_dev &&
+	    (errno == EXDEV || errno == EOPNOTSUPP || errno == ENOTTY || errno == ENOSYS))
 		atomic_store(&from->no_clone, true);
 	return false;
 }
@@ -230,7 +238,8 @@ static int copy_data(struct ovl_fs *fs, int layer, int in, int out, off_t len)
 
 	if (len == 0)
 		return 0;
-	if (try_clone(from, in, out))
+	c.same_dev = fstat(in, &st) == 0 && st.st_dev == from->dev;
+	if (try_clone(from, c.same_dev, in, out))
 		return 0;
 	c.how = (enum copy_method)atomic_load(&from->copy_method);
 	while (pos < len) {

@@ -182,8 +182,13 @@ int ovl_offer_lower(struct ovl_fs *fs, struct ovl_file *f, size_t max, ovl_offer
 	char *buf;
 	int fd, ret = 0;
 
-	if (!S_ISREG(node->type) || (f->flags & O_ACCMODE) != O_RDONLY ||
-	    atomic_load(&node->offered) || ovl_has_upper(fs, node))
+	/*
+	 * Not the names of a lower hard link (a write through another name
+	 * changes the data without a copy-up of this one), not O_DIRECT.
+	 */
+	if (!S_ISREG(node->type) || (f->flags & O_ACCMODE) != O_RDONLY || (f->flags & O_DIRECT) ||
+	    atomic_load(&node->offered) || ovl_has_upper(fs, node) || ovl_hl_group(fs, node) ||
+	    node->key_salt)
 		return 0;
 	fd = f->fd;
 	if (fstat(fd, &st) < 0)
@@ -201,10 +206,9 @@ int ovl_offer_lower(struct ovl_fs *fs, struct ovl_file *f, size_t max, ovl_offer
 	pthread_mutex_lock(&node->cu_lock);
 	if (!atomic_load(&node->offered) && !ovl_has_upper(fs, node) && f->fd == fd) {
 		ret = fn(ctx, buf, (size_t)n);
-		if (!ret) {
-			atomic_store(&node->offered, true);
-			ret = 1;
-		}
+		/* tried once: a refusal is not retried on every open */
+		atomic_store(&node->offered, true);
+		ret = ret ? ret : 1;
 	}
 	pthread_mutex_unlock(&node->cu_lock);
 out:

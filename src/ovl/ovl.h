@@ -233,6 +233,7 @@ void ovl_listings_flush(struct ovl_fs *fs);
 int ovl_names_build(struct ovl_fs *fs, struct ovl_node *dir, struct ovl_listing **out);
 void ovl_names_free(struct ovl_listing *l);
 const struct ovl_dirent *ovl_names_at(const struct ovl_listing *l, size_t i);
+size_t ovl_names_count(const struct ovl_listing *l);
 size_t ovl_names_after(const struct ovl_listing *l, uint64_t cookie);
 uint64_t ovl_name_cookie(const char *name);
 
@@ -254,8 +255,8 @@ ssize_t ovl_read_pipe(struct ovl_fs *fs, struct ovl_file *f, int pipefd, size_t 
  * The whole data of a read-only open file that is only below (never copied
  * up), for a cache of it: fn(ctx, data, len) runs under the node's copy-up
  * lock, so no copy-up can slip in between and leave old data behind, and
- * once per node.  1 when handed over, 0 when not (upper, empty, larger than
- * max, handed over before), or -errno.
+ * tried once per node.  1 when handed over, 0 when not (upper, a name of a
+ * lower hard link, O_DIRECT, empty, larger than max, tried before), or -errno.
  */
 typedef int (*ovl_offer_fn)(void *ctx, const void *data, size_t len);
 int ovl_offer_lower(struct ovl_fs *fs, struct ovl_file *f, size_t max, ovl_offer_fn fn, void *ctx);

@@ -126,7 +126,7 @@ struct ovl_node {
 	_Atomic bool impure;   /* (cu) directories: upper dir marked impure */
 	bool indexed;	       /* (cu) files: the upper inode lives in workdir/index */
 	_Atomic bool detached; /* (cu) files: no name left; open files keep it alive */
-	_Atomic bool offered;  /* (cu) files: the lower data went to a cache (ovl_offer_lower) */
+	_Atomic bool offered;  /* (cu) files: ovl_offer_lower() was tried */
 };
 
 #define OVL_NODE_SHARDS 64

@@ -10,8 +10,10 @@
  * is read.  The kernel's overlay reads each file when it is opened; with a
  * round trip to the daemon per open, doing the same one file at a time
  * left the disk idle between files.  What is read ahead is only brought
- * into memory: no union state changes.  The names of a dir being read
- * through are kept (a names-only listing, in one of OVL_PF_DIRS slots).
+ * into memory: no union state, no node changes.  The names of a dir being
+ * read through are kept (a names-only listing, in one of OVL_PF_DIRS
+ * slots) until it was read ahead to its end; dirs of more than PF_DIR_MAX
+ * names are left alone.
  */
 #define _GNU_SOURCE
 #include "ovl.h"
@@ -25,32 +27,37 @@
 #define PF_FILES    16		/* files read ahead of the last one opened */
 #define PF_BYTES    (8 << 20)	/* ... and at most this much of them */
 #define PF_FILE_MAX (128 << 10) /* of each file: what a first read brings in */
+#define PF_DIR_MAX  (1 << 15)	/* dirs with more names are not read ahead */
 
-/* Read the start of one file of dir ahead; returns how much was asked for. */
-static size_t read_ahead_one(struct ovl_fs *fs, struct ovl_node *dir, const char *name)
+/*
+ * Read the start of one file of dir ahead; returns how much was asked for.
+ * The real file is found in the dir's real dirs, top first, without a
+ * lookup: a lookup here would run outside the kernel's lock of the dir and
+ * could meet a rename or unlink half done.  A name whose top object is not
+ * a regular file (a whiteout, a dir) is skipped; a metacopy file reads
+ * holes, which costs nothing.
+ */
+static size_t read_ahead_one(struct ovl_node *dir, const char *name)
 {
-	struct ovl_node *n;
-	const char *rname;
+	struct ovl_stack *stack = ovl_stack_of(dir);
 	struct stat st;
 	size_t len = 0;
-	int dfd, fd;
+	int i, fd = -1;
 
-	if (ovl_lookup(fs, dir, name, &n, &st))
-		return 0;
-	if (!S_ISREG(st.st_mode) || st.st_size == 0 || ovl_data_at(fs, n, &dfd, &rname) ||
-	    !rname[0])
-		goto out;
-	fd = openat(dfd, rname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-	if (fd < 0 && errno == EPERM)
-		fd = openat(dfd, rname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	for (i = 0; stack && i < stack->n; i++) {
+		if (fstatat(stack->p[i].fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISREG(st.st_mode) && st.st_size > 0)
+			fd = openat(stack->p[i].fd, name,
+				    O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+		break;
+	}
 	if (fd < 0)
-		goto out;
+		return 0;
 	len = st.st_size < PF_FILE_MAX ? (size_t)st.st_size : PF_FILE_MAX;
 	if (readahead(fd, 0, len) < 0)
 		len = 0;
 	close(fd);
-out:
-	ovl_node_forget(fs, n, 1);
 	return len;
 }
 
@@ -59,8 +66,8 @@ out:
  * last round stopped (*upto); *refill is where the next round should be
  * asked for (half way through this one).
  */
-static void read_ahead(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl_listing *l,
-		       uint64_t want, uint64_t *upto, uint64_t *refill)
+static void read_ahead(struct ovl_node *dir, const struct ovl_listing *l, uint64_t want,
+		       uint64_t *upto, uint64_t *refill)
 {
 	const struct ovl_dirent *e;
 	size_t i, files = 0, bytes = 0;
@@ -69,7 +76,7 @@ static void read_ahead(struct ovl_fs *fs, struct ovl_node *dir, const struct ovl
 	for (; (e = ovl_names_at(l, i)) && files < PF_FILES && bytes < PF_BYTES; i++) {
 		if (e->type != DT_REG)
 			continue;
-		bytes += read_ahead_one(fs, dir, e->name);
+		bytes += read_ahead_one(dir, e->name);
 		files++;
 		*upto = e->hash;
 		if (files == PF_FILES / 2)
@@ -119,15 +126,21 @@ static void run_job(struct ovl_fs *fs, struct ovl_pf_dir *d)
 	d->probe = false;
 	d->busy = true;
 	pthread_mutex_unlock(&pf->lock);
-	if (!l && ovl_names_build(fs, dir, &l))
+	if (!l && (ovl_names_build(fs, dir, &l) || ovl_names_count(l) > PF_DIR_MAX)) {
+		ovl_names_free(l);
 		l = NULL;
+	}
 	/* a first open: a walker starts at the start (else wait for a second one) */
 	if (l && (!probe || at_start(l, want)))
-		read_ahead(fs, dir, l, want, &upto, &refill);
+		read_ahead(dir, l, want, &upto, &refill);
+	if (l && refill == UINT64_MAX) {
+		ovl_names_free(l); /* read ahead to the end: the names are not needed */
+		l = NULL;
+	}
 	pthread_mutex_lock(&pf->lock);
 	d->list = l;
 	d->upto = upto;
-	d->refill = l ? refill : UINT64_MAX;
+	d->refill = refill;
 	d->busy = false;
 }
 
@@ -187,13 +200,15 @@ void ovl_prefetch_opened(struct ovl_fs *fs, struct ovl_node *node)
 	uint64_t cookie;
 	bool fresh, wake = false;
 
-	pthread_rwlock_rdlock(&fs->rename_lock); /* the name stays while we read it */
+	/*
+	 * No lock: a location is replaced whole, never changed, and a replaced
+	 * one keeps its parent referenced while the node lives (the open file
+	 * holds the node).
+	 */
 	loc = ovl_loc_of(node);
 	dir = loc->parent;
-	if (!dir || !loc->name[0]) {
-		pthread_rwlock_unlock(&fs->rename_lock);
+	if (!dir || !loc->name[0])
 		return;
-	}
 	cookie = ovl_name_cookie(loc->name);
 	pthread_mutex_lock(&pf->lock);
 	d = slot_for(pf, dir, &fresh);
@@ -203,6 +218,9 @@ void ovl_prefetch_opened(struct ovl_fs *fs, struct ovl_node *node)
 		slot_clear(d, &old_dir, &old_list);
 		ovl_node_ref(fs, dir);
 		d->dir = dir;
+	}
+	if (fresh || (cookie < d->last && !d->busy)) {
+		/* a dir new here, or read again from further up: start over */
 		d->upto = 0;
 		d->refill = 0;
 		d->want = cookie; /* read ahead at once if it is the dir's first file */
@@ -225,7 +243,6 @@ void ovl_prefetch_opened(struct ovl_fs *fs, struct ovl_node *node)
 		pthread_cond_signal(&pf->wake);
 out:
 	pthread_mutex_unlock(&pf->lock);
-	pthread_rwlock_unlock(&fs->rename_lock);
 	ovl_names_free(old_list);
 	if (old_dir)
 		ovl_node_unref(fs, old_dir);

@@ -537,6 +537,11 @@ void ovl_names_free(struct ovl_listing *l)
 	listing_free(l);
 }
 
+size_t ovl_names_count(const struct ovl_listing *l)
+{
+	return l->n;
+}
+
 /* Entry i of l, or NULL past the end. */
 const struct ovl_dirent *ovl_names_at(const struct ovl_listing *l, size_t i)
 {

@@ -14,7 +14,8 @@ Checked by residency (mmap + mincore, which reads nothing), never by time:
     mount's cache; a large one and an upper one are left alone;
   - the data there is the file's, and a copy-up through another open
     replaces it: the old read-only open and a new one read the new bytes,
-    as on the kernel overlay (oracle: the same steps on a kernel mount);
+    as on the kernel overlay (oracle: the same steps on a kernel mount), and
+    so does a write through another name of a lower hard link;
   - opening a dir's first file, or two files in listing order, makes the
     next ones resident in the lower layer; opening the last ones in reverse
     order does not;
@@ -106,8 +107,9 @@ class Stack:
         return "lowerdir=%s,upperdir=%s,workdir=%s" % (self.lo, self.up, self.wk)
 
     def mount_kernel(self):
-        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", self.opts(), self.mnt],
-                       check=True)
+        # stratafs's defaults (redirect_dir=on, index=on), which the module's may not be
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        self.opts() + ",redirect_dir=on,index=on", self.mnt], check=True)
 
     def mount_stratafs(self, binary, extra):
         o = self.opts() + ("," + extra if extra else "")
@@ -185,6 +187,40 @@ def test_store_then_copyup(binary, tmp, extra):
         finally:
             umount(st.mnt)
     check("a copy-up replaces the cached lower data (old open, new open, upper file)",
+          sides["kernel"] == sides["stratafs"],
+          "kernel %r, stratafs %r" % (sides["kernel"], sides["stratafs"]))
+
+
+def hardlink_steps(st):
+    """Open one name of a lower hard link, write through the other, read."""
+    out = []
+    ro = os.open(st.p("b"), os.O_RDONLY)
+    rw = os.open(st.p("a"), os.O_RDWR)
+    os.pwrite(rw, b"NEW", 0)
+    out.append(os.pread(ro, 100, 0))
+    fresh = os.open(st.p("b"), os.O_RDONLY)
+    out.append(os.pread(fresh, 100, 0))
+    for fd in (ro, rw, fresh):
+        os.close(fd)
+    return out
+
+
+def test_store_hardlink(binary, tmp, extra):
+    sides = {}
+    for name in ("kernel", "stratafs"):
+        st = Stack(tmp, "hl-" + name)
+        with open(os.path.join(st.lo, "a"), "wb") as f:
+            f.write(b"lower data of a and b\n")
+        os.link(os.path.join(st.lo, "a"), os.path.join(st.lo, "b"))
+        if name == "kernel":
+            st.mount_kernel()
+        else:
+            st.mount_stratafs(binary, extra)
+        try:
+            sides[name] = hardlink_steps(st)
+        finally:
+            umount(st.mnt)
+    check("a lower hard link written through one name reads new through the other",
           sides["kernel"] == sides["stratafs"],
           "kernel %r, stratafs %r" % (sides["kernel"], sides["stratafs"]))
 
@@ -315,7 +351,8 @@ def main():
     ap.add_argument("--stratafs", default="build/stratafs")
     ap.add_argument("--extra-opts", default=os.environ.get("STRATAFS_EXTRA_OPTS", ""))
     a = ap.parse_args()
-    tests = (test_store_at_open, test_store_then_copyup, test_prefetch, test_prefetch_churn)
+    tests = (test_store_at_open, test_store_then_copyup, test_store_hardlink, test_prefetch,
+             test_prefetch_churn)
     return tap.run_tests(tests, os.path.abspath(a.stratafs), a.extra_opts, "strata-cache-",
                          "/var/tmp")
 
