@@ -1,6 +1,7 @@
 """tap.py -- the suites' output: `ok - NAME` / `not ok - NAME: REASON` lines
 and the closing `N passed, N failed` that tests/run.sh counts."""
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -53,3 +54,13 @@ def run_tests(tests, binary, extra, prefix, tmp_parent=None):
                         "sort -r | xargs -r -n1 umount -l" % tmp], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     return summary()
+
+
+def suite_main(tests, prefix, tmp_parent=None):
+    """The command line of a suite (--stratafs, --extra-opts, defaulting to
+    $STRATAFS_EXTRA_OPTS), then run_tests()."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--stratafs", default="build/stratafs")
+    ap.add_argument("--extra-opts", default=os.environ.get("STRATAFS_EXTRA_OPTS", ""))
+    a = ap.parse_args()
+    return run_tests(tests, os.path.abspath(a.stratafs), a.extra_opts, prefix, tmp_parent)

@@ -25,7 +25,6 @@ Checked by residency (mmap + mincore, which reads nothing), never by time:
 Each check prints `ok - ...` or `not ok - ...`; the last line is
 `N passed, N failed`.
 """
-import argparse
 import ctypes
 import mmap
 import os
@@ -155,74 +154,74 @@ def test_store_at_open(binary, tmp, extra):
         umount(st.mnt)
 
 
-def copyup_steps(st):
-    """Read through a read-only open, copy up through another, read again."""
+def write_between_reads(st, name, other, read_first):
+    """Open name read-only (and read it), write through other, then read
+    through the old open and a new one."""
     out = []
-    ro = os.open(st.p("f"), os.O_RDONLY)
-    out.append(os.pread(ro, 100, 0))
-    rw = os.open(st.p("f"), os.O_RDWR)
+    ro = os.open(st.p(name), os.O_RDONLY)
+    if read_first:
+        out.append(os.pread(ro, 100, 0))
+    rw = os.open(st.p(other), os.O_RDWR)
     os.pwrite(rw, b"NEW", 0)
     out.append(os.pread(ro, 100, 0))
-    fresh = os.open(st.p("f"), os.O_RDONLY)
+    fresh = os.open(st.p(name), os.O_RDONLY)
     out.append(os.pread(fresh, 100, 0))
     for fd in (ro, rw, fresh):
         os.close(fd)
+    return out
+
+
+def copyup_steps(st):
+    """Read through a read-only open, copy up through another, read again."""
+    out = write_between_reads(st, "f", "f", True)
     with open(os.path.join(st.up, "f"), "rb") as f:
         out.append(f.read())
     return out
 
 
-def test_store_then_copyup(binary, tmp, extra):
+def hardlink_steps(st):
+    """Open one name of a lower hard link, write through the other, read."""
+    return write_between_reads(st, "b", "a", False)
+
+
+def on_both(binary, tmp, extra, label, build, steps):
+    """Run steps on a kernel overlay and on stratafs over the same layers
+    (build(lower_dir) makes them); returns {"kernel": ..., "stratafs": ...}."""
     sides = {}
     for name in ("kernel", "stratafs"):
-        st = Stack(tmp, "cu-" + name)
-        with open(os.path.join(st.lo, "f"), "wb") as f:
-            f.write(b"lower data of f\n")
+        st = Stack(tmp, "%s-%s" % (label, name))
+        build(st.lo)
         if name == "kernel":
             st.mount_kernel()
         else:
             st.mount_stratafs(binary, extra)
         try:
-            sides[name] = copyup_steps(st)
+            sides[name] = steps(st)
         finally:
             umount(st.mnt)
-    check("a copy-up replaces the cached lower data (old open, new open, upper file)",
-          sides["kernel"] == sides["stratafs"],
+    return sides
+
+
+def check_same(name, sides):
+    check(name, sides["kernel"] == sides["stratafs"],
           "kernel %r, stratafs %r" % (sides["kernel"], sides["stratafs"]))
 
 
-def hardlink_steps(st):
-    """Open one name of a lower hard link, write through the other, read."""
-    out = []
-    ro = os.open(st.p("b"), os.O_RDONLY)
-    rw = os.open(st.p("a"), os.O_RDWR)
-    os.pwrite(rw, b"NEW", 0)
-    out.append(os.pread(ro, 100, 0))
-    fresh = os.open(st.p("b"), os.O_RDONLY)
-    out.append(os.pread(fresh, 100, 0))
-    for fd in (ro, rw, fresh):
-        os.close(fd)
-    return out
+def test_store_then_copyup(binary, tmp, extra):
+    def build(lo):
+        with open(os.path.join(lo, "f"), "wb") as f:
+            f.write(b"lower data of f\n")
+    check_same("a copy-up replaces the cached lower data (old open, new open, upper file)",
+               on_both(binary, tmp, extra, "cu", build, copyup_steps))
 
 
 def test_store_hardlink(binary, tmp, extra):
-    sides = {}
-    for name in ("kernel", "stratafs"):
-        st = Stack(tmp, "hl-" + name)
-        with open(os.path.join(st.lo, "a"), "wb") as f:
+    def build(lo):
+        with open(os.path.join(lo, "a"), "wb") as f:
             f.write(b"lower data of a and b\n")
-        os.link(os.path.join(st.lo, "a"), os.path.join(st.lo, "b"))
-        if name == "kernel":
-            st.mount_kernel()
-        else:
-            st.mount_stratafs(binary, extra)
-        try:
-            sides[name] = hardlink_steps(st)
-        finally:
-            umount(st.mnt)
-    check("a lower hard link written through one name reads new through the other",
-          sides["kernel"] == sides["stratafs"],
-          "kernel %r, stratafs %r" % (sides["kernel"], sides["stratafs"]))
+        os.link(os.path.join(lo, "a"), os.path.join(lo, "b"))
+    check_same("a lower hard link written through one name reads new through the other",
+               on_both(binary, tmp, extra, "hl", build, hardlink_steps))
 
 
 def make_dir(lo, n, size=SMALL):
@@ -347,15 +346,9 @@ def test_prefetch_churn(binary, tmp, extra):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--stratafs", default="build/stratafs")
-    ap.add_argument("--extra-opts", default=os.environ.get("STRATAFS_EXTRA_OPTS", ""))
-    a = ap.parse_args()
     tests = (test_store_at_open, test_store_then_copyup, test_store_hardlink, test_prefetch,
              test_prefetch_churn)
-    return tap.run_tests(tests, os.path.abspath(a.stratafs), a.extra_opts, "strata-cache-",
-                         "/var/tmp")
-
+    return tap.suite_main(tests, "strata-cache-", "/var/tmp")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,7 +14,6 @@
 Each check prints `ok - ...` or `not ok - ...`; the last line is
 `N passed, N failed`.
 """
-import argparse
 import os
 import resource
 import shutil
@@ -290,14 +289,9 @@ def test_reads_across_copyup(binary, tmp, extra):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--stratafs", default="build/stratafs")
-    ap.add_argument("--extra-opts", default=os.environ.get("STRATAFS_EXTRA_OPTS", ""))
-    a = ap.parse_args()
     tests = (test_no_xattr, test_erofs, test_vanishing_lower, test_many_open,
              test_interrupted_copyup, test_reads_across_copyup)
-    return tap.run_tests(tests, os.path.abspath(a.stratafs), a.extra_opts, "strata-faults-")
-
+    return tap.suite_main(tests, "strata-faults-")
 
 if __name__ == "__main__":
     sys.exit(main())
