@@ -66,13 +66,24 @@ enum copy_method { COPY_RANGE, COPY_SPLICE, COPY_RW };
 struct copier {
 	struct ovl_fs *fs;
 	struct ovl_layer *from;
-	bool same_dev; /* the file is on the layer's own filesystem (not a mount inside it) */
 	int in, out;
 	enum copy_method how;
 	int pipe[2];	 /* COPY_SPLICE, taken on first use */
 	bool pipe_dirty; /* may hold data: closed, not given back */
 	char *buf;	 /* COPY_RW */
 };
+
+/*
+ * Is fd on the layer's own filesystem (not on a mount inside it)?  Only
+ * then does a refusal tell something about the layer.  Asked only when a
+ * refusal is to be remembered.
+ */
+static bool on_layer_fs(const struct ovl_layer *from, int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && st.st_dev == from->dev;
+}
 
 /* An empty pipe from the pool, or a new one; false if none can be had. */
 static bool pipe_take(struct ovl_fs *fs, int p[2])
@@ -186,7 +197,7 @@ static ssize_t copy_chunk(struct copier *c, off_t off, size_t len, bool first)
 		if (!cant_do((int)-n))
 			return n;
 		c->how++;
-		if (c->same_dev && n != -EINVAL) /* EINVAL may be this file's */
+		if (n != -EINVAL && on_layer_fs(c->from, c->in)) /* EINVAL may be this file's */
 			atomic_store(&c->from->copy_method, (uint8_t)c->how);
 	}
 }
@@ -208,14 +219,14 @@ static void copier_done(struct copier *c)
  * EINVAL can be this file's alone (btrfs nodatasum, xfs realtime), and a
  * file on a mount inside the layer says nothing about the layer.
  */
-static bool try_clone(struct ovl_layer *from, bool same_dev, int in, int out)
+static bool try_clone(struct ovl_layer *from, int in, int out)
 {
 	if (atomic_load(&from->no_clone))
 		return false;
 	if (ioctl(out, FICLONE, in) == 0)
 		return true;
-	if (same_dev &&
-	    (errno == EXDEV || errno == EOPNOTSUPP || errno == ENOTTY || errno == ENOSYS))
+	if ((errno == EXDEV || errno == EOPNOTSUPP || errno == ENOTTY || errno == ENOSYS) &&
+	    on_layer_fs(from, in))
 		atomic_store(&from->no_clone, true);
 	return false;
 }
@@ -238,8 +249,7 @@ static int copy_data(struct ovl_fs *fs, int layer, int in, int out, off_t len)
 
 	if (len == 0)
 		return 0;
-	c.same_dev = fstat(in, &st) == 0 && st.st_dev == from->dev;
-	if (try_clone(from, c.same_dev, in, out))
+	if (try_clone(from, in, out))
 		return 0;
 	c.how = (enum copy_method)atomic_load(&from->copy_method);
 	while (pos < len) {

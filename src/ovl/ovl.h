@@ -88,8 +88,9 @@ int ovl_upper_dirfd(const struct ovl_fs *fs, const struct ovl_node *dir);
 void ovl_tmpname(struct ovl_fs *fs, char *buf, size_t size);
 /* make a whiteout (char 0/0, mode 0) */
 int ovl_mkwhiteout(int dirfd, const char *name);
-/* the overlay.origin value (struct ovl_fb) of a real object */
+/* the uuid of the filesystem fd is on (zeros if it has none) */
 void ovl_fs_uuid(int fd, uint8_t uuid[16]);
+/* the overlay.origin value (struct ovl_fb) of a real object */
 ssize_t ovl_encode_origin(struct ovl_fs *fs, int dirfd, const char *name, int layer,
 			  unsigned char *buf, size_t size);
 void ovl_hex(const unsigned char *buf, size_t n, char *out);

@@ -164,9 +164,10 @@ struct ovl_pf_dir {
 	uint64_t want;		  /* read ahead what follows this cookie (0: nothing) */
 	uint64_t upto;		  /* read ahead up to this cookie */
 	uint64_t refill;	  /* ask for more once a reader opens past this */
-	uint64_t stamp;
-	bool probe; /* want is a first open: read ahead only if it is at the start */
-	bool busy;  /* the thread works on it: list, upto, refill are its */
+	uint64_t stamp;		  /* last use; 0: free */
+	bool probe;		  /* want is a first open: read ahead only if it is at the start */
+	bool busy;		  /* the thread works on it: list, upto, refill are its */
+	bool shunned;		  /* its names could not be had (too many): no read-ahead */
 };
 struct ovl_prefetch {
 	pthread_mutex_t lock;

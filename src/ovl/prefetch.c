@@ -120,7 +120,7 @@ static void run_job(struct ovl_fs *fs, struct ovl_pf_dir *d)
 	struct ovl_node *dir = d->dir; /* stays: a busy slot is never reused */
 	struct ovl_listing *l = d->list;
 	uint64_t want = d->want, upto = d->upto, refill = d->refill;
-	bool probe = d->probe;
+	bool probe = d->probe, shunned = false;
 
 	d->want = 0;
 	d->probe = false;
@@ -129,6 +129,7 @@ static void run_job(struct ovl_fs *fs, struct ovl_pf_dir *d)
 	if (!l && (ovl_names_build(fs, dir, &l) || ovl_names_count(l) > PF_DIR_MAX)) {
 		ovl_names_free(l);
 		l = NULL;
+		shunned = true; /* not listed again for every open in it */
 	}
 	/* a first open: a walker starts at the start (else wait for a second one) */
 	if (l && (!probe || at_start(l, want)))
@@ -138,6 +139,7 @@ static void run_job(struct ovl_fs *fs, struct ovl_pf_dir *d)
 		l = NULL;
 	}
 	pthread_mutex_lock(&pf->lock);
+	d->shunned = shunned;
 	d->list = l;
 	d->upto = upto;
 	d->refill = refill;
@@ -169,6 +171,7 @@ static void slot_clear(struct ovl_pf_dir *d, struct ovl_node **dir, struct ovl_l
 	*l = d->list;
 	d->dir = NULL;
 	d->list = NULL;
+	d->stamp = 0; /* free slots go first */
 }
 
 /* The slot of dir, or a new one for it; NULL when all are busy.  (pf->lock) */
@@ -183,8 +186,8 @@ static struct ovl_pf_dir *slot_for(struct ovl_prefetch *pf, struct ovl_node *dir
 
 		if (d->dir == dir)
 			return d;
-		if (!d->busy && (!victim || !d->dir || (victim->dir && d->stamp < victim->stamp)))
-			victim = d;
+		if (!d->busy && (!victim || d->stamp < victim->stamp))
+			victim = d; /* free slots have stamp 0 */
 	}
 	*fresh = victim != NULL;
 	return victim;
@@ -218,8 +221,11 @@ void ovl_prefetch_opened(struct ovl_fs *fs, struct ovl_node *node)
 		slot_clear(d, &old_dir, &old_list);
 		ovl_node_ref(fs, dir);
 		d->dir = dir;
+		d->shunned = false;
 	}
-	if (fresh || (cookie < d->last && !d->busy)) {
+	if (d->shunned) {
+		/* its names could not be had: no read-ahead */
+	} else if (fresh || (cookie < d->last && !d->busy)) {
 		/* a dir new here, or read again from further up: start over */
 		d->upto = 0;
 		d->refill = 0;
@@ -227,8 +233,7 @@ void ovl_prefetch_opened(struct ovl_fs *fs, struct ovl_node *node)
 		d->probe = true;
 		wake = true;
 	} else if (cookie > d->last && cookie >= d->refill) {
-		/* the second open in listing order, or the reader nears the end of what was read
-		 * ahead */
+		/* a second open in listing order, or near the end of what was read ahead */
 		d->want = cookie;
 		wake = true;
 	}

@@ -499,8 +499,8 @@ static int sfs_open(void *ud, const struct fw_ctx *c, uint64_t nodeid, int flags
 		return ret;
 	/* all changes go through this mount: the page cache stays valid */
 	ret = file_reply(s, node_of(s, nodeid), f, o);
-	if (!ret && (flags & O_ACCMODE) == O_RDONLY)
-		offer_data(s, nodeid, f, o);
+	if (!ret)
+		offer_data(s, nodeid, f, o); /* the engine takes read-only opens only */
 	return ret;
 }
 
