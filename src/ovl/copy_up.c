@@ -395,7 +395,7 @@ int ovl_set_impure(struct ovl_fs *fs, struct ovl_node *dir)
 	pthread_mutex_lock(&fs->impure_lock);
 	/* a readdir that listed the dir before this call must not clear the flag */
 	fs->impure_gen++;
-	if (dir->impure)
+	if (ovl_nf(dir, OVL_NF_IMPURE))
 		goto out;
 	st = ovl_stack_of(dir);
 	ret = -EIO;
@@ -405,7 +405,7 @@ int ovl_set_impure(struct ovl_fs *fs, struct ovl_node *dir)
 	if (ret)
 		goto out;
 	st->p[0].flags |= OVL_PATH_IMPURE;
-	dir->impure = true;
+	ovl_nf_set(dir, OVL_NF_IMPURE, true);
 out:
 	pthread_mutex_unlock(&fs->impure_lock);
 	return ret;
@@ -434,10 +434,10 @@ void ovl_clear_impure(struct ovl_fs *fs, struct ovl_node *dir, uint64_t gen)
 		return;
 	pthread_mutex_lock(&fs->impure_lock);
 	st = ovl_stack_of(dir);
-	if (fs->impure_gen == gen && dir->impure && st->n == 1 && st->p[0].layer == 0 &&
-	    ovl_remove_ovl_xattr(fs, st->p[0].fd, NULL, "impure") == 0) {
+	if (fs->impure_gen == gen && ovl_nf(dir, OVL_NF_IMPURE) && st->n == 1 &&
+	    st->p[0].layer == 0 && ovl_remove_ovl_xattr(fs, st->p[0].fd, NULL, "impure") == 0) {
 		st->p[0].flags &= (uint8_t)~OVL_PATH_IMPURE;
-		dir->impure = false;
+		ovl_nf_set(dir, OVL_NF_IMPURE, false);
 	}
 	pthread_mutex_unlock(&fs->impure_lock);
 }
@@ -589,7 +589,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 		ret =
 		    copy_up_indexed(fs, ldfd, lname, loc->layer, &st, updfd, loc->name, hex, data);
 		if (!ret) {
-			node->indexed = true;
+			ovl_nf_set(node, OVL_NF_INDEXED, true);
 			node->lower_nlink = (uint32_t)st.st_nlink;
 			iname = hex;
 		}
@@ -627,7 +627,8 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 
 		if (fstatat(updfd, loc->name, &ust, AT_SYMLINK_NOFOLLOW) == 0) {
 			node->ino = ovl_map_ino(fs, 0, ust.st_ino);
-			node->lower = false; /* no origin: nothing below it any more */
+			ovl_nf_set(node, OVL_NF_LOWER,
+				   false); /* no origin: nothing below it any more */
 			/* found by its upper inode from now on, as a lookup does */
 			ovl_node_rekey(fs, node, ust.st_dev, ust.st_ino, 0);
 		}
@@ -653,7 +654,7 @@ static int copy_up(struct ovl_fs *fs, struct ovl_node *node, bool data)
 	ret = copy_up(fs, parent, false);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&node->cu_lock);
+	ovl_lock(&node->cu_lock);
 	ret = 0;
 	copied = false;
 	/* a lower hard link without the index breaks: st_nlink and st_ino change */
@@ -662,7 +663,7 @@ static int copy_up(struct ovl_fs *fs, struct ovl_node *node, bool data)
 		ret = copy_up_locked(fs, node, parent, data);
 		copied = !ret;
 	}
-	pthread_mutex_unlock(&node->cu_lock);
+	ovl_unlock(&node->cu_lock);
 	if (copied && fs->changed) {
 		/*
 		 * A directory may now be merged (st_nlink 1); a lower hard link
@@ -697,10 +698,10 @@ int ovl_copy_up_data(struct ovl_fs *fs, struct ovl_node *node)
 	pthread_rwlock_unlock(&fs->rename_lock);
 	if (ret || !atomic_load(&node->data))
 		return ret;
-	pthread_mutex_lock(&node->cu_lock);
+	ovl_lock(&node->cu_lock);
 	if (atomic_load(&node->data))
 		ret = copy_up_metacopy_data(fs, node);
-	pthread_mutex_unlock(&node->cu_lock);
+	ovl_unlock(&node->cu_lock);
 	if (!ret && fs->changed)
 		fs->changed(fs->changed_ctx, node); /* its mtime moved */
 	return ret;

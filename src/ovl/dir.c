@@ -272,7 +272,7 @@ int ovl_link(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newdir, 
 		return ret;
 	owner.uid = geteuid();
 	owner.gid = getegid();
-	if (node->indexed && (ret = ovl_getattr(fs, node, &cur)))
+	if (ovl_nf(node, OVL_NF_INDEXED) && (ret = ovl_getattr(fs, node, &cur)))
 		return ret;
 	if (atomic_load(&node->data)) {
 		/* every name of a metacopy file must find the data: an absolute redirect */
@@ -285,9 +285,9 @@ int ovl_link(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newdir, 
 	ret = create_upper(fs, updfd, newname, wh == 1, &owner, S_IFREG, 0, NULL, rdfd, rname);
 	if (ret)
 		return ret;
-	if (node->indexed)
+	if (ovl_nf(node, OVL_NF_INDEXED))
 		ovl_set_nlink(fs, node, cur.st_nlink + 1, 'U');
-	if (node->lower) {
+	if (ovl_nf(node, OVL_NF_LOWER)) {
 		ret = ovl_set_impure(fs, newdir);
 		if (ret)
 			return ret;
@@ -341,7 +341,7 @@ static bool needs_link_up(struct ovl_fs *fs, struct ovl_node *node)
 
 	if (fs->index_fd < 0 || !S_ISREG(node->type) || ovl_has_upper(fs, node))
 		return false;
-	if (node->indexed)
+	if (ovl_nf(node, OVL_NF_INDEXED))
 		return true;
 	return ovl_real_stat(fs, node, &st) == 0 && st.st_nlink > 1;
 }
@@ -378,7 +378,7 @@ static void index_nlink_drop(struct ovl_fs *fs, struct ovl_node *node, nlink_t n
 	const char *iname = ovl_loc_of(node)->iname;
 	struct stat ist;
 
-	if (!node->indexed || !iname)
+	if (!ovl_nf(node, OVL_NF_INDEXED) || !iname)
 		return;
 	if (nlink > 0) {
 		ovl_set_nlink(fs, node, nlink, 'U');
@@ -402,11 +402,11 @@ static void forget_name(struct ovl_fs *fs, struct ovl_node *node, const struct s
 	ovl_node_unhash(fs, node);
 	if (pinfd < 0)
 		return;
-	pthread_mutex_lock(&node->cu_lock);
+	ovl_lock(&node->cu_lock);
 	/* (pinned already when its index entry went) */
-	if (!atomic_load(&node->detached) && ovl_node_pin(node, pinfd) == 0)
+	if (!ovl_nf(node, OVL_NF_DETACHED) && ovl_node_pin(node, pinfd) == 0)
 		pinfd = -1;
-	pthread_mutex_unlock(&node->cu_lock);
+	ovl_unlock(&node->cu_lock);
 	if (pinfd >= 0)
 		close(pinfd);
 }
@@ -434,7 +434,7 @@ int ovl_unlink(struct ovl_fs *fs, struct ovl_node *dir, const char *name, bool i
 	ret = needs_link_up(fs, n) ? copy_up_name(fs, dir, name, n) : ovl_copy_up(fs, dir);
 	if (ret)
 		goto out;
-	if (n->indexed && (ret = ovl_getattr(fs, n, &st)))
+	if (ovl_nf(n, OVL_NF_INDEXED) && (ret = ovl_getattr(fs, n, &st)))
 		goto out;
 	updfd = ovl_upper_dirfd(fs, dir);
 	lower = ovl_lower_positive(fs, dir, name);
@@ -527,7 +527,7 @@ static int set_redirect(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 	if (!S_ISDIR(node->type) && node->lower_nlink > 1)
 		samedir = false;
 	/* the names of an indexed hard link share one inode, and its redirect */
-	if (!S_ISDIR(node->type) && !node->redirect && node->indexed)
+	if (!S_ISDIR(node->type) && !node->redirect && ovl_nf(node, OVL_NF_INDEXED))
 		load_redirect(fs, node);
 	if (node->redirect && (samedir || node->redirect[0] == '/'))
 		return 0; /* the redirect it has still finds its lower dirs */
@@ -569,14 +569,14 @@ static int prepare_dir_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl
 	struct ovl_stack *nst = ovl_stack_of(newdir);
 	int ret;
 
-	if (node->lower) {
+	if (ovl_nf(node, OVL_NF_LOWER)) {
 		return set_redirect(fs, node, olddir, oldname, olddir == newdir);
 	}
-	if (!node->opaque && nst->n > 1) {
+	if (!ovl_nf(node, OVL_NF_OPAQUE) && nst->n > 1) {
 		ret = ovl_set_ovl_xattr(fs, ovl_upper_dirfd(fs, node), NULL, "opaque", "y", 1);
 		if (ret)
 			return ret;
-		node->opaque = true;
+		ovl_nf_set(node, OVL_NF_OPAQUE, true);
 	}
 	return 0;
 }
@@ -616,7 +616,8 @@ static int clear_target_dir(struct ovl_fs *fs, int updfd, const char *name)
 
 static bool can_move_dir(struct ovl_fs *fs, struct ovl_node *node)
 {
-	return !S_ISDIR(node->type) || !node->lower || fs->config.redirect_dir == OVL_REDIRECT_ON;
+	return !S_ISDIR(node->type) || !ovl_nf(node, OVL_NF_LOWER) ||
+	       fs->config.redirect_dir == OVL_REDIRECT_ON;
 }
 
 struct rename_ctx {
@@ -638,7 +639,7 @@ static bool pure_upper_dir(struct ovl_fs *fs, struct ovl_node *node)
 {
 	struct ovl_stack *st = ovl_stack_of(node);
 
-	return fs->has_upper && !node->lower && st->n == 1 && st->p[0].layer == 0;
+	return fs->has_upper && !ovl_nf(node, OVL_NF_LOWER) && st->n == 1 && st->p[0].layer == 0;
 }
 
 /*
@@ -652,9 +653,9 @@ static int rename_mark_impure(struct rename_ctx *r)
 
 	if (r->olddir == r->newdir)
 		return 0;
-	if (r->on->lower)
+	if (ovl_nf(r->on, OVL_NF_LOWER))
 		ret = ovl_set_impure(r->fs, r->newdir);
-	if (!ret && r->nn && (r->flags & RENAME_EXCHANGE) && r->nn->lower)
+	if (!ret && r->nn && (r->flags & RENAME_EXCHANGE) && ovl_nf(r->nn, OVL_NF_LOWER))
 		ret = ovl_set_impure(r->fs, r->olddir);
 	return ret;
 }
@@ -680,9 +681,9 @@ static int rename_prepare(struct rename_ctx *r)
 		ret = copy_up_name(fs, r->newdir, r->newname, r->nn);
 	else if (!ret && r->nn && needs_link_up(fs, r->nn))
 		ret = copy_up_name(fs, r->newdir, r->newname, r->nn);
-	if (!ret && r->on->indexed)
+	if (!ret && ovl_nf(r->on, OVL_NF_INDEXED))
 		ret = ovl_getattr(fs, r->on, &r->ost);
-	if (!ret && r->nn && r->nn->indexed)
+	if (!ret && r->nn && ovl_nf(r->nn, OVL_NF_INDEXED))
 		ret = ovl_getattr(fs, r->nn, &r->nst);
 	if (ret)
 		return ret;
@@ -750,7 +751,7 @@ static int rename_nodes(struct rename_ctx *r)
 	if (ret)
 		return ret;
 	ovl_node_resalt(fs, r->on, ovl_name_salt(r->newdir, r->newname));
-	if (r->on->indexed)
+	if (ovl_nf(r->on, OVL_NF_INDEXED))
 		ovl_set_nlink(fs, r->on, r->ost.st_nlink, 'U');
 	if (!r->nn)
 		return 0;
@@ -758,7 +759,7 @@ static int rename_nodes(struct rename_ctx *r)
 		ret = ovl_node_move_name(fs, r->nn, r->newdir, r->newname, r->olddir, r->oldname);
 		if (!ret)
 			ovl_node_resalt(fs, r->nn, ovl_name_salt(r->olddir, r->oldname));
-		if (!ret && r->nn->indexed)
+		if (!ret && ovl_nf(r->nn, OVL_NF_INDEXED))
 			ovl_set_nlink(fs, r->nn, r->nst.st_nlink, 'U');
 		return ret;
 	}

@@ -187,7 +187,7 @@ int ovl_offer_lower(struct ovl_fs *fs, struct ovl_file *f, size_t max, ovl_offer
 	 * changes the data without a copy-up of this one), not O_DIRECT.
 	 */
 	if (!S_ISREG(node->type) || (f->flags & O_ACCMODE) != O_RDONLY || (f->flags & O_DIRECT) ||
-	    atomic_load(&node->offered) || ovl_has_upper(fs, node) || ovl_hl_group(fs, node) ||
+	    ovl_nf(node, OVL_NF_OFFERED) || ovl_has_upper(fs, node) || ovl_hl_group(fs, node) ||
 	    node->key_salt)
 		return 0;
 	fd = f->fd;
@@ -203,14 +203,14 @@ int ovl_offer_lower(struct ovl_fs *fs, struct ovl_file *f, size_t max, ovl_offer
 		ret = (int)n;
 		goto out;
 	}
-	pthread_mutex_lock(&node->cu_lock);
-	if (!atomic_load(&node->offered) && !ovl_has_upper(fs, node) && f->fd == fd) {
+	ovl_lock(&node->cu_lock);
+	if (!ovl_nf(node, OVL_NF_OFFERED) && !ovl_has_upper(fs, node) && f->fd == fd) {
 		ret = fn(ctx, buf, (size_t)n);
 		/* tried once: a refusal is not retried on every open */
-		atomic_store(&node->offered, true);
+		ovl_nf_set(node, OVL_NF_OFFERED, true);
 		ret = ret ? ret : 1;
 	}
-	pthread_mutex_unlock(&node->cu_lock);
+	ovl_unlock(&node->cu_lock);
 out:
 	free(buf);
 	return ret;
@@ -298,7 +298,7 @@ int ovl_fstat(struct ovl_fs *fs, struct ovl_file *f, struct stat *st)
 		return -errno;
 	st->st_ino = f->node->ino;
 	/* an indexed hard link counts its union names, until the last is gone */
-	if (f->node->indexed && !atomic_load(&f->node->detached))
+	if (ovl_nf(f->node, OVL_NF_INDEXED) && !ovl_nf(f->node, OVL_NF_DETACHED))
 		ovl_union_nlink(fs, f->node, st);
 	return 0;
 }

@@ -49,11 +49,7 @@ int ovl_nodes_init(struct ovl_fs *fs)
 
 struct ovl_node *ovl_node_alloc(void)
 {
-	struct ovl_node *n = calloc(1, sizeof(*n));
-
-	if (n)
-		pthread_mutex_init(&n->cu_lock, NULL);
-	return n;
+	return calloc(1, sizeof(struct ovl_node));
 }
 
 /*
@@ -67,7 +63,6 @@ struct ovl_loc *ovl_loc_new(const char *name, const char *iname)
 
 	if (!l)
 		return NULL;
-	l->name = (char *)(l + 1);
 	memcpy(l->name, name, nlen);
 	if (iname) {
 		l->iname = l->name + nlen;
@@ -137,7 +132,6 @@ static void node_free_collect(struct ovl_node *node, struct ovl_node **first,
 	free_data_locs(node->old_data);
 	free(node->redirect);
 	free(node->ihex);
-	pthread_mutex_destroy(&node->cu_lock);
 	free(node);
 	(void)next;
 }
@@ -213,7 +207,7 @@ int ovl_node_pin(struct ovl_node *node, int fd)
 	loc->layer = ovl_loc_of(node)->layer;
 	loc->dirfd = fd;
 	loc->retired = atomic_load(&node->loc);
-	atomic_store(&node->detached, true);
+	ovl_nf_set(node, OVL_NF_DETACHED, true);
 	atomic_store_explicit(&node->loc, loc, memory_order_release);
 	return 0;
 }
@@ -269,7 +263,8 @@ static struct ovl_node *shard_find(struct ovl_node_shard *s, dev_t dev, ino_t in
 	struct ovl_node *n;
 
 	for (n = *bucket_of(s, dev, ino); n; n = n->hnext) {
-		if (n->key_ino == ino && n->key_dev == dev && n->key_salt == salt && n->hashed)
+		if (n->key_ino == ino && n->key_dev == dev && n->key_salt == salt &&
+		    ovl_nf(n, OVL_NF_HASHED))
 			return n;
 	}
 	return NULL;
@@ -333,7 +328,7 @@ struct ovl_node *ovl_node_insert(struct ovl_fs *fs, struct ovl_node *node)
 	slot = bucket_of(s, node->key_dev, node->key_ino);
 	node->hnext = *slot;
 	*slot = node;
-	node->hashed = true;
+	ovl_nf_set(node, OVL_NF_HASHED, true);
 	if (node->nlookup == 0)
 		node->nlookup = 1;
 	s->count++;
@@ -411,7 +406,7 @@ void ovl_node_rekey(struct ovl_fs *fs, struct ovl_node *node, dev_t dev, ino_t i
 	shard_unlink(a, node);
 	other = shard_find(b, dev, ino, salt);
 	if (other)
-		other->hashed = false;
+		ovl_nf_set(other, OVL_NF_HASHED, false);
 	__atomic_store_n(&node->key_dev, dev, __ATOMIC_RELAXED);
 	__atomic_store_n(&node->key_ino, ino, __ATOMIC_RELAXED);
 	node->key_salt = salt;
@@ -439,7 +434,7 @@ void ovl_node_resalt(struct ovl_fs *fs, struct ovl_node *node, uint64_t salt)
 	if (node->key_salt) {
 		other = shard_find(s, node->key_dev, node->key_ino, salt);
 		if (other && other != node)
-			other->hashed = false;
+			ovl_nf_set(other, OVL_NF_HASHED, false);
 		node->key_salt = salt;
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -483,12 +478,12 @@ void ovl_nodes_pin_index(struct ovl_fs *fs, const char *iname)
 	for (i = 0; i < nfound; i++) {
 		n = found[i];
 		fd = openat(fs->index_fd, iname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-		pthread_mutex_lock(&n->cu_lock);
+		ovl_lock(&n->cu_lock);
 		loc = ovl_loc_of(n);
-		if (fd >= 0 && !atomic_load(&n->detached) && loc->iname &&
+		if (fd >= 0 && !ovl_nf(n, OVL_NF_DETACHED) && loc->iname &&
 		    !strcmp(loc->iname, iname) && ovl_node_pin(n, fd) == 0)
 			fd = -1;
-		pthread_mutex_unlock(&n->cu_lock);
+		ovl_unlock(&n->cu_lock);
 		if (fd >= 0)
 			close(fd);
 		ovl_node_unref(fs, n);
@@ -500,7 +495,7 @@ void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node)
 {
 	struct ovl_node_shard *s = lock_node_shard(fs, node);
 
-	node->hashed = false;
+	ovl_nf_set(node, OVL_NF_HASHED, false);
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -573,7 +568,7 @@ void ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 {
 	struct ovl_loc *a;
 
-	pthread_mutex_lock(&node->cu_lock);
+	ovl_lock(&node->cu_lock);
 	if (same_name(ovl_loc_of(node), dir, name))
 		goto out;
 	for (a = node->aliases; a; a = a->retired) {
@@ -589,7 +584,7 @@ void ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 	a->retired = node->aliases;
 	node->aliases = a;
 out:
-	pthread_mutex_unlock(&node->cu_lock);
+	ovl_unlock(&node->cu_lock);
 }
 
 /* Take the alias (dir, name) off the list; returns it (caller frees) or NULL. */
@@ -622,7 +617,7 @@ void ovl_node_drop_name(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 {
 	struct ovl_loc *loc, *a, *gone;
 
-	pthread_mutex_lock(&node->cu_lock);
+	ovl_lock(&node->cu_lock);
 	gone = take_alias(node, dir, name);
 	loc = ovl_loc_of(node);
 	a = node->aliases;
@@ -637,7 +632,7 @@ void ovl_node_drop_name(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 			node->aliases = a;
 		}
 	}
-	pthread_mutex_unlock(&node->cu_lock);
+	ovl_unlock(&node->cu_lock);
 	free_alias(fs, gone);
 }
 
@@ -647,7 +642,7 @@ int ovl_node_move_name(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node
 	struct ovl_loc *alias, *old = NULL;
 	int ret = 0;
 
-	pthread_mutex_lock(&node->cu_lock);
+	ovl_lock(&node->cu_lock);
 	alias = take_alias(node, olddir, oldname);
 	if (alias) {
 		/* another name of a hard link moved: the location stays, the alias follows */
@@ -672,7 +667,7 @@ int ovl_node_move_name(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node
 	if (ret)
 		ovl_node_unref(fs, newdir);
 out:
-	pthread_mutex_unlock(&node->cu_lock);
+	ovl_unlock(&node->cu_lock);
 	free_alias(fs, old);
 	return ret;
 }
@@ -742,7 +737,7 @@ int ovl_getattr_locked(struct ovl_fs *fs, struct ovl_node *node, struct stat *st
 	st->st_ino = node->ino;
 	if (S_ISDIR(node->type) && ovl_stack_of(node)->n > 1)
 		st->st_nlink = 1;
-	else if (node->indexed)
+	else if (ovl_nf(node, OVL_NF_INDEXED))
 		ovl_union_nlink(fs, node, st);
 	if (atomic_load(&node->data)) {
 		/* a metacopy file: its blocks are those of the data below */

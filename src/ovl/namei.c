@@ -508,10 +508,11 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 		memcpy(st->p, d->stack, sizeof(st->p[0]) * (size_t)d->nstack);
 		atomic_store(&n->stack, st);
 		d->nstack = 0; /* the node owns the fds now */
-		n->lower = st->n > 1 || st->p[0].layer != 0 || !d->fs->has_upper;
-		n->opaque =
-		    (st->p[0].flags & OVL_PATH_OPAQUE) && st->p[0].layer == 0 && d->fs->has_upper;
-		n->impure = (st->p[0].flags & OVL_PATH_IMPURE) != 0;
+		ovl_nf_set(n, OVL_NF_LOWER, st->n > 1 || st->p[0].layer != 0 || !d->fs->has_upper);
+		ovl_nf_set(n, OVL_NF_OPAQUE,
+			   (st->p[0].flags & OVL_PATH_OPAQUE) && st->p[0].layer == 0 &&
+			       d->fs->has_upper);
+		ovl_nf_set(n, OVL_NF_IMPURE, (st->p[0].flags & OVL_PATH_IMPURE) != 0);
 
 	} else if (d->fs->index_fd >= 0 && d->top_layer > 0 && S_ISREG(d->top.st_mode) &&
 		   d->top.st_nlink > 1 &&
@@ -533,7 +534,7 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 			snprintf(hex, sizeof(hex), "%s", d->ohex);
 		n->lower_nlink = (uint32_t)d->onlink;
 	}
-	n->indexed = indexed;
+	ovl_nf_set(n, OVL_NF_INDEXED, indexed);
 	if (d->top_has_redirect && !(n->redirect = strdup(d->top_redirect)))
 		goto out_free;
 	if (d->metacopy && !set_data(n, d))
@@ -546,8 +547,9 @@ static struct ovl_node *new_node(struct lookup_data *d, struct ovl_node *dir, co
 	n->key_salt = id->salt;
 	n->ino = id->ino_shown;
 	if (!S_ISDIR(n->type))
-		n->lower = d->top_layer != 0 || !d->fs->has_upper || id->dev != d->top.st_dev ||
-			   id->ino != d->top.st_ino;
+		ovl_nf_set(n, OVL_NF_LOWER,
+			   d->top_layer != 0 || !d->fs->has_upper || id->dev != d->top.st_dev ||
+			       id->ino != d->top.st_ino);
 	if (ovl_node_set_loc(n, dir, name, d->top_layer, indexed ? hex : NULL))
 		goto out_free;
 	return n;
@@ -584,33 +586,33 @@ void ovl_hl_refresh(struct ovl_fs *fs, struct ovl_node *n)
 	struct ovl_loc *loc;
 	struct stat ist;
 
-	if (!ovl_hl_group(fs, n) || atomic_load(&n->detached))
+	if (!ovl_hl_group(fs, n) || ovl_nf(n, OVL_NF_DETACHED))
 		return;
-	if (n->indexed && !atomic_load(&n->data))
+	if (ovl_nf(n, OVL_NF_INDEXED) && !atomic_load(&n->data))
 		return; /* the common case: nothing can change any more */
-	if (!n->indexed &&
+	if (!ovl_nf(n, OVL_NF_INDEXED) &&
 	    (!n->ihex || fstatat(fs->index_fd, n->ihex, &ist, AT_SYMLINK_NOFOLLOW) < 0))
 		return;
-	pthread_mutex_lock(&n->cu_lock);
+	ovl_lock(&n->cu_lock);
 	loc = ovl_loc_of(n);
-	if (!n->indexed && n->ihex && loc->parent && loc->layer != 0) {
+	if (!ovl_nf(n, OVL_NF_INDEXED) && n->ihex && loc->parent && loc->layer != 0) {
 		ovl_node_ref(fs, loc->parent);
 		if (ovl_node_set_loc(n, loc->parent, loc->name, loc->layer, n->ihex) == 0)
-			n->indexed = true;
+			ovl_nf_set(n, OVL_NF_INDEXED, true);
 		else
 			ovl_node_unref(fs, loc->parent);
 		hl_sync_data(fs, n, n->ihex, ovl_layer_dirfd(loc->parent, loc->layer), loc->name,
 			     loc->layer);
-	} else if (n->indexed && loc->iname) {
+	} else if (ovl_nf(n, OVL_NF_INDEXED) && loc->iname) {
 		hl_sync_data(fs, n, loc->iname, -1, NULL, 0);
 	}
-	pthread_mutex_unlock(&n->cu_lock);
+	ovl_unlock(&n->cu_lock);
 }
 
 /* The attributes of a node as the union shows them. */
 static int node_stat(struct ovl_fs *fs, struct ovl_node *n, struct lookup_data *d, struct stat *st)
 {
-	if (S_ISDIR(n->type) || (!n->indexed && !atomic_load(&n->data))) {
+	if (S_ISDIR(n->type) || (!ovl_nf(n, OVL_NF_INDEXED) && !atomic_load(&n->data))) {
 		*st = d->top;
 		st->st_ino = n->ino;
 		if (S_ISDIR(n->type) && ovl_stack_of(n)->n > 1)
@@ -638,10 +640,10 @@ static bool reused_ino(struct lookup_data *d, struct ovl_node *n, struct ovl_nod
 	l = ovl_loc_of(n);
 	if (l->parent == dir && !strcmp(l->name, name))
 		return false;
-	pthread_mutex_lock(&n->cu_lock);
+	ovl_lock(&n->cu_lock);
 	for (l = n->aliases; l && !known; l = l->retired)
 		known = l->parent == dir && !strcmp(l->name, name);
-	pthread_mutex_unlock(&n->cu_lock);
+	ovl_unlock(&n->cu_lock);
 	return !known;
 }
 

@@ -57,6 +57,21 @@ int ovl_statfs(struct ovl_fs *fs, struct ovl_node *node, struct statvfs *sv);
 int ovl_syncfs(struct ovl_fs *fs);
 
 /* util.c */
+/* the 4-byte lock of many objects (a futex): no init, no destroy */
+void ovl_lock(struct ovl_lock *l);
+void ovl_unlock(struct ovl_lock *l);
+/* a node's OVL_NF_* flag */
+static inline bool ovl_nf(const struct ovl_node *n, unsigned flag)
+{
+	return (atomic_load(&((struct ovl_node *)n)->flags) & flag) != 0;
+}
+static inline void ovl_nf_set(struct ovl_node *n, unsigned flag, bool on)
+{
+	if (on)
+		atomic_fetch_or(&n->flags, (uint8_t)flag);
+	else
+		atomic_fetch_and(&n->flags, (uint8_t)~flag);
+}
 bool ovl_is_whiteout(const struct stat *st);
 bool ovl_is_wh_marker(const char *name);
 ssize_t ovl_getxattr_at(int dirfd, const char *name, const char *xname, void *buf, size_t size);

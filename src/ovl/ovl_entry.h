@@ -60,6 +60,11 @@ struct ovl_layer {
 	_Atomic uint8_t copy_method; /* the first method not refused (enum copy_method) */
 };
 
+/* A 4-byte lock (futex), for objects there are many of (util.c). */
+struct ovl_lock {
+	_Atomic uint32_t v; /* 0 free, 1 held, 2 held and waited for */
+};
+
 /* One real directory of a merged directory, top first. */
 struct ovl_path {
 	int layer;	       /* index into ovl_fs.layers */
@@ -88,11 +93,11 @@ struct ovl_stack {
  */
 struct ovl_loc {
 	struct ovl_node *parent; /* holds a reference; NULL for the root */
-	char *name;		 /* the name in the union */
 	char *iname;		 /* indexed hard link: the real object is workdir/index/<iname> */
 	struct ovl_loc *retired; /* older locations, freed with the node */
 	int layer;
-	int dirfd; /* metacopy data: the real dir itself (owned), else -1 */
+	int dirfd;   /* metacopy data: the real dir itself (owned), else -1 */
+	char name[]; /* the name in the union (iname follows it) */
 };
 
 /*
@@ -109,25 +114,37 @@ struct ovl_node {
 	ino_t key_ino;
 	uint64_t key_salt; /* (shard) nonzero: one node per name (lower hard links) */
 	uint64_t ino;	   /* st_ino reported for this node */
-	pthread_mutex_t cu_lock;
 	_Atomic(struct ovl_loc *) loc;
 	_Atomic(struct ovl_stack *) stack; /* directories only */
-	char *redirect;			   /* (cu) directories: overlay.redirect, or NULL */
+	char *redirect;			   /* (cu) overlay.redirect of the real object, or NULL */
 	struct ovl_loc *aliases;	/* (cu) files: other names the kernel knows (hard links) */
 	_Atomic(struct ovl_loc *) data; /* metacopy: where the data is (a lower file), or NULL */
 	struct ovl_loc *old_data;	/* (cu) data locations no longer used */
 	char *ihex;    /* a lower hard link's name (index=on): its index entry name, or NULL */
-	mode_t type;   /* S_IFMT bits */
 	uint32_t refs; /* (shard) engine references: children, open files */
-	uint32_t lower_nlink;  /* (cu) files: st_nlink of the lower object at lookup */
-	bool hashed;	       /* (shard) findable by identity */
-	bool lower;	       /* (cu) a lower object is (or was) behind the name */
-	bool opaque;	       /* (cu) directories: the upper dir is opaque */
-	_Atomic bool impure;   /* (cu) directories: upper dir marked impure */
-	bool indexed;	       /* (cu) files: the upper inode lives in workdir/index */
-	_Atomic bool detached; /* (cu) files: no name left; open files keep it alive */
-	_Atomic bool offered;  /* (cu) files: ovl_offer_lower() was tried */
+	uint32_t lower_nlink; /* (cu) files: st_nlink of the lower object at lookup */
+	struct ovl_lock cu_lock;
+	uint16_t type;	       /* S_IFMT bits */
+	_Atomic uint8_t flags; /* OVL_NF_*, read and changed with ovl_nf(), ovl_nf_set() */
 };
+
+/*
+ * A node's flags.  Each is changed under the lock its comment names, but
+ * they share one atomic byte, so a change never tears a neighbour.
+ */
+#define OVL_NF_HASHED	(1u << 0) /* (shard) findable by identity */
+#define OVL_NF_LOWER	(1u << 1) /* (cu) a lower object is (or was) behind the name */
+#define OVL_NF_OPAQUE	(1u << 2) /* (cu) directories: the upper dir is opaque */
+#define OVL_NF_IMPURE	(1u << 3) /* directories: upper dir marked impure (impure_lock) */
+#define OVL_NF_INDEXED	(1u << 4) /* (cu) files: the upper inode lives in workdir/index */
+#define OVL_NF_DETACHED (1u << 5) /* (cu) files: no name left; open files keep it alive */
+#define OVL_NF_OFFERED	(1u << 6) /* (cu) files: ovl_offer_lower() was tried */
+
+/*
+ * A union of tens of thousands of files holds a node for each name the
+ * kernel caches: keep the node in a 128-byte malloc chunk.
+ */
+_Static_assert(sizeof(struct ovl_node) <= 120, "struct ovl_node outgrew its malloc chunk");
 
 #define OVL_NODE_SHARDS 64
 

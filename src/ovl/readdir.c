@@ -371,7 +371,8 @@ static int build(struct ovl_fs *fs, struct ovl_node *node, bool names_only,
 		goto out;
 	sort_by_cookie(l);
 	/* an impure upper dir with nothing to fix loses the flag, as in the kernel */
-	if (!names_only && !b.fixed_ino && node->impure && st->n == 1 && st->p[0].layer == 0)
+	if (!names_only && !b.fixed_ino && ovl_nf(node, OVL_NF_IMPURE) && st->n == 1 &&
+	    st->p[0].layer == 0)
 		ovl_clear_impure(fs, node, gen);
 	*out = l;
 	return 0;

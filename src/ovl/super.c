@@ -130,14 +130,14 @@ static int make_root(struct ovl_fs *fs)
 	}
 	if (fs->has_upper && ovl_get_ovl_xattr(fs, st->p[0].fd, NULL, "impure", &v, 1) >= 0) {
 		st->p[0].flags |= OVL_PATH_IMPURE;
-		root->impure = true;
+		ovl_nf_set(root, OVL_NF_IMPURE, true);
 	}
 	if (fstat(st->p[0].fd, &sb) < 0) {
 		ovl_node_free(root);
 		return -errno;
 	}
 	root->type = S_IFDIR;
-	root->lower = fs->nmerge > 1;
+	ovl_nf_set(root, OVL_NF_LOWER, fs->nmerge > 1);
 	root->key_dev = sb.st_dev;
 	root->key_ino = sb.st_ino;
 	root->ino = ovl_map_ino(fs, 0, sb.st_ino);

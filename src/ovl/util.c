@@ -1,12 +1,13 @@
 /*
- * util.c - small helpers shared by the engine: whiteout tests, xattr
- * access relative to a directory fd, inode number mapping (xino) and
- * resolving a node's real object.
+ * util.c - small helpers shared by the engine: the node lock, whiteout
+ * tests, xattr access relative to a directory fd, inode number mapping
+ * (xino) and resolving a node's real object.
  */
 #define _GNU_SOURCE
 #include "ovl.h"
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,34 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+
+/*
+ * The node lock: 0 free, 1 held, 2 held with waiters (a futex mutex as in
+ * Drepper's "Futexes Are Tricky").  4 bytes instead of pthread_mutex_t's
+ * 40, for a struct there is one of per cached name.  The atomics carry the
+ * ordering (acquire on taking, release on giving back), which is also what
+ * ThreadSanitizer sees.
+ */
+void ovl_lock(struct ovl_lock *l)
+{
+	uint32_t c = 0;
+
+	if (atomic_compare_exchange_strong_explicit(&l->v, &c, 1, memory_order_acquire,
+						    memory_order_relaxed))
+		return;
+	if (c != 2)
+		c = atomic_exchange_explicit(&l->v, 2, memory_order_acquire);
+	while (c != 0) {
+		syscall(SYS_futex, &l->v, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+		c = atomic_exchange_explicit(&l->v, 2, memory_order_acquire);
+	}
+}
+
+void ovl_unlock(struct ovl_lock *l)
+{
+	if (atomic_exchange_explicit(&l->v, 0, memory_order_release) == 2)
+		syscall(SYS_futex, &l->v, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
 
 #ifndef SYS_getxattrat
 #define SYS_getxattrat 464

@@ -160,7 +160,7 @@ static char *real_name(struct ovl_fs *fs, const char *name)
 static int xattr_copy_up(struct ovl_fs *fs, struct ovl_node *node)
 {
 	ovl_hl_refresh(fs, node);
-	if (node->indexed && ovl_loc_of(node)->iname)
+	if (ovl_nf(node, OVL_NF_INDEXED) && ovl_loc_of(node)->iname)
 		return 0;
 	return ovl_copy_up(fs, node);
 }

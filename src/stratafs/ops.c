@@ -103,10 +103,11 @@ static int file_reply(struct sfs *s, struct ovl_node *n, struct ovl_file *f, str
 	/* flush has nothing to do (locks are the kernel's): no FLUSH on close */
 	o->open_flags = FW_FOPEN_KEEP_CACHE | FW_FOPEN_NOFLUSH;
 	/* passthrough only where no copy-up can change the backing file later */
-	sf->mode = pt_open(s, n, f->fd,
-			   !s->fs->has_upper ||
-			       ((ovl_has_upper(s->fs, n) || n->indexed) && !atomic_load(&n->data)),
-			   o);
+	sf->mode =
+	    pt_open(s, n, f->fd,
+		    !s->fs->has_upper || ((ovl_has_upper(s->fs, n) || ovl_nf(n, OVL_NF_INDEXED)) &&
+					  !atomic_load(&n->data)),
+		    o);
 	/*
 	 * The names of a lower hard link are FUSE inodes of their own sharing
 	 * one file: no page cache, or one name would miss the other's writes.
