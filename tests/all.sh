@@ -33,21 +33,32 @@ for b in build build-asan; do
 	total_fail=$((total_fail + f))
 done
 # the concurrency suite under ThreadSanitizer: any race report fails it
-echo "== concurrency under TSan"
-tsan_dir=$(mktemp -d /tmp/strata-tsan.XXXXXX)
-if TSAN_OPTIONS="log_path=$tsan_dir/tsan:halt_on_error=0" \
-	python3 "$top/tests/integration/test_stress.py" --stratafs "$top/build-tsan/stratafs" \
-	--seconds 6 && ! ls "$tsan_dir"/* >/dev/null 2>&1; then
-	echo "ok - concurrency under TSan, no race report"
-	total_pass=$((total_pass + 1))
-else
-	echo "not ok - concurrency under TSan"
-	cat "$tsan_dir"/* 2>/dev/null | head -n 80
-	total_fail=$((total_fail + 1))
+# the daemon's own threads under TSan: over /dev/fuse, and over FUSE io_uring
+# where the kernel offers it (the fuse module parameter, restored after)
+tsan_stress() { # NAME EXTRA_OPTS
+	tsan_dir=$(mktemp -d /tmp/strata-tsan.XXXXXX)
+	echo "== $1 under TSan"
+	if TSAN_OPTIONS="log_path=$tsan_dir/tsan:halt_on_error=0" \
+		python3 "$top/tests/integration/test_stress.py" --stratafs "$top/build-tsan/stratafs" \
+		--seconds 6 --extra-opts "$2" && ! ls "$tsan_dir"/* >/dev/null 2>&1; then
+		echo "ok - $1 under TSan, no race report"
+		total_pass=$((total_pass + 1))
+	else
+		echo "not ok - $1 under TSan"
+		cat "$tsan_dir"/* 2>/dev/null | head -n 80
+		total_fail=$((total_fail + 1))
+	fi
+	rm -rf "$tsan_dir"
+}
+tsan_stress concurrency io_uring=off
+uring_param=/sys/module/fuse/parameters/enable_uring
+if [ -w "$uring_param" ] && grep -q uring "$top/build-tsan/build.ninja" 2>/dev/null; then
+	uring_saved=$(cat "$uring_param")
+	echo 1 > "$uring_param"
+	tsan_stress "concurrency io_uring" io_uring
+	echo "$uring_saved" > "$uring_param"
 fi
-rm -rf "$tsan_dir"
 
-# the libFuzzer targets, a bounded run each
 echo "== fuzzing (tests/fuzz.sh)"
 log=$(mktemp)
 "$top/tests/fuzz.sh" 2>&1 | tee "$log"

@@ -38,6 +38,7 @@ void fw_reply(struct fw_worker *w, uint64_t unique, int err, const void *data, s
 		oh.len += (uint32_t)len;
 		n = 2;
 	}
+	kernel_order_release(w->se);
 	/* ENOENT: the request was interrupted and is gone; nothing to do */
 	if (writev(w->fd, iov, n) < 0 && errno != ENOENT && w->se->debug)
 		fprintf(stderr, "stratafs: reply %llu: %s\n", (unsigned long long)unique,

@@ -14,6 +14,23 @@
 
 struct fw_ring;
 
+/*
+ * The kernel orders a reply before the requests that follow from it (a
+ * node id handed out in one reply is used in a later request, perhaps on
+ * another worker).  ThreadSanitizer cannot see that order through
+ * io_uring or splice(2): tell it, at every reply and notification sent
+ * (release) and every request received (acquire), or it reports every node
+ * handed from one worker to another as a race.
+ */
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define kernel_order_release(se) __tsan_release(se)
+#define kernel_order_acquire(se) __tsan_acquire(se)
+#else
+#define kernel_order_release(se) ((void)(se))
+#define kernel_order_acquire(se) ((void)(se))
+#endif
+
 struct fw_worker {
 	struct fw_session *se;
 	struct fw_ring *ring; /* io_uring transport: this worker serves one ring entry */

@@ -244,6 +244,7 @@ static void *worker_main(void *arg)
 			break;
 		if (n == 0)
 			continue;
+		kernel_order_acquire(se);
 		h = (const struct fuse_in_header *)w->inbuf;
 		if (h->len != (uint32_t)n) {
 			fw_reply_err(w, h->unique, -EIO);
@@ -432,6 +433,7 @@ static int notify(struct fw_session *se, int code, struct iovec *iov, int n)
 	oh.unique = 0;
 	iov[0].iov_base = &oh;
 	iov[0].iov_len = sizeof(oh);
+	kernel_order_release(se);
 	if (writev(se->fd, iov, n) < 0)
 		return -errno;
 	return 0;

@@ -115,6 +115,7 @@ bool fw_splice_read(struct fw_worker *w, const struct fw_ctx *c, uint64_t unique
 	if (err)
 		goto out_reset;
 	/* the device takes a reply in one call, or not at all */
+	kernel_order_release(w->se);
 	sent = splice(w->reply_pipe[0], NULL, w->fd, NULL, oh.len, 0);
 	if (sent != (ssize_t)oh.len) {
 		/* ENOENT: interrupted, the request is gone; the pipes hold leftovers */

@@ -183,6 +183,7 @@ static int submit_cmd(struct fw_worker *w, uint32_t op, uint64_t commit_id)
 	req = (struct fw_uring_cmd_req *)sqe->cmd;
 	req->qid = r->qid;
 	req->commit_id = commit_id;
+	kernel_order_release(w->se);
 	ret = io_uring_submit_and_wait(&r->ring, 1);
 	/* interrupted while waiting: submitted all the same, the loop waits again */
 	return ret < 0 && ret != -EINTR ? ret : 0;
@@ -222,6 +223,7 @@ static uint64_t serve(struct fw_worker *w)
 	struct fuse_in_header *h;
 	size_t oplen;
 
+	kernel_order_acquire(w->se);
 	r->replied = false;
 	if (src->len < sizeof(*h) + payload || payload > r->payload_max ||
 	    src->len - sizeof(*h) - payload > FW_URING_OP_IN_OUT_SZ) {
