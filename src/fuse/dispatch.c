@@ -480,12 +480,13 @@ static void do_read(struct fw_worker *w, const struct fuse_in_header *h, const v
 	size = in->size < w->se->bufsize ? in->size : w->se->bufsize;
 	if (fw_splice_read(w, &c, h->unique, h->nodeid, in->fh, size, (off_t)in->offset))
 		return;
-	n = OPS->read(UD, &c, h->nodeid, in->fh, w->outbuf, size, (off_t)in->offset);
+	/* a READ's input lies before a ring entry's payload: readbuf may be it */
+	n = OPS->read(UD, &c, h->nodeid, in->fh, w->readbuf, size, (off_t)in->offset);
 	if (n < 0) {
 		fw_reply_err(w, h->unique, (int)n);
 		return;
 	}
-	fw_reply(w, h->unique, 0, w->outbuf, (size_t)n);
+	fw_reply(w, h->unique, 0, w->readbuf, (size_t)n);
 }
 
 static void do_write(struct fw_worker *w, const struct fuse_in_header *h, const void *arg,

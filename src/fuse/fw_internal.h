@@ -39,6 +39,7 @@ struct fw_worker {
 	bool started;
 	char *inbuf;		     /* one request */
 	char *outbuf;		     /* one reply payload */
+	char *readbuf;		     /* READ data: outbuf, or the ring entry's payload */
 	int data_pipe[2];	     /* READ replies by splice: the data, */
 	int reply_pipe[2];	     /* ... then header and data for /dev/fuse; -1: none yet */
 	size_t splice_max;	     /* the largest READ the pipes hold (0: no splicing) */

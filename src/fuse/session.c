@@ -72,6 +72,7 @@ struct fw_worker *fw_worker_new(struct fw_session *se, int fd)
 	w->data_pipe[0] = w->data_pipe[1] = w->reply_pipe[0] = w->reply_pipe[1] = -1;
 	w->inbuf = malloc(se->bufsize);
 	w->outbuf = malloc(se->bufsize);
+	w->readbuf = w->outbuf;
 	if (!w->inbuf || !w->outbuf) {
 		free(w->inbuf);
 		free(w->outbuf);

@@ -134,8 +134,11 @@ int fw_uring_prepare(struct fw_session *se)
 		if (!w)
 			goto out_free;
 		w->ring = ring_new(se, (uint16_t)(i % se->nqueues));
-		if (w->ring)
+		if (w->ring) {
 			w->ring->pin = i < se->nqueues;
+			/* READ data goes straight where the reply is sent from */
+			w->readbuf = w->ring->payload;
+		}
 		se->workers[se->nworkers + i] = w;
 		if (!w->ring) {
 			err = -errno; /* io_uring_setup refused (seccomp, io_uring_disabled) */
@@ -203,7 +206,7 @@ void fw_uring_reply(struct fw_worker *w, uint64_t unique, int err, const void *d
 	oh->unique = unique;
 	oh->error = err;
 	oh->len = (uint32_t)(sizeof(*oh) + len);
-	if (len)
+	if (len && data != r->payload)
 		memmove(r->payload, data, len);
 	r->hdr->ring_ent_in_out.payload_sz = (uint32_t)len;
 	r->replied = true;
