@@ -1,12 +1,14 @@
 /*
- * test_util.c - whiteout and marker rules, inode number mapping, and the
- * xattr escaping of the union engine.
+ * test_util.c - whiteout and marker rules, inode number mapping, the
+ * xattr escaping of the union engine, and the node lock.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/sysmacros.h>
 
@@ -130,13 +132,60 @@ static void test_fb_check(void **state)
 	assert_true(ovl_fb_check(fb, 10) < 0);
 }
 
+/* the node lock: exclusion under contention, and waiters woken */
+#define LOCK_THREADS 4
+#define LOCK_ROUNDS  200000
+
+struct lock_test {
+	struct ovl_lock lock;
+	unsigned long count; /* only changed under lock */
+	int inside;	     /* threads inside the lock at once */
+	int worst;
+};
+
+static void *lock_worker(void *arg)
+{
+	struct lock_test *t = arg;
+	int i, in;
+
+	for (i = 0; i < LOCK_ROUNDS; i++) {
+		ovl_lock(&t->lock);
+		in = ++t->inside;
+		if (in > t->worst)
+			t->worst = in;
+		t->count++;
+		if (i % 1000 == 0)
+			sched_yield(); /* sleep holding it now and then: others must wait */
+		t->inside--;
+		ovl_unlock(&t->lock);
+	}
+	return NULL;
+}
+
+static void test_node_lock(void **state)
+{
+	struct lock_test t;
+	pthread_t tid[LOCK_THREADS];
+	int i;
+
+	(void)state;
+	memset(&t, 0, sizeof(t));
+	for (i = 0; i < LOCK_THREADS; i++)
+		assert_int_equal(pthread_create(&tid[i], NULL, lock_worker, &t), 0);
+	for (i = 0; i < LOCK_THREADS; i++)
+		pthread_join(tid[i], NULL);
+	assert_int_equal(t.count, (unsigned long)LOCK_THREADS * LOCK_ROUNDS);
+	assert_int_equal(t.worst, 1);
+	assert_int_equal(atomic_load(&t.lock.v), 0); /* left free */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_whiteout),	   cmocka_unit_test(test_markers),
 	    cmocka_unit_test(test_map_ino),	   cmocka_unit_test(test_private_xattr),
 	    cmocka_unit_test(test_redirect_valid), cmocka_unit_test(test_nlink_parse),
-	    cmocka_unit_test(test_fb_check),
+	    cmocka_unit_test(test_fb_check),	   cmocka_unit_test(test_node_lock),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
