@@ -323,6 +323,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		w.fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
 		w.inbuf = malloc(se.bufsize);
 		w.outbuf = malloc(se.bufsize);
+		w.readbuf = w.outbuf;
 	}
 	if (size < sizeof(*h) || size > BUFSIZE)
 		return 0;
