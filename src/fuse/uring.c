@@ -134,16 +134,14 @@ int fw_uring_prepare(struct fw_session *se)
 		if (!w)
 			goto out_free;
 		w->ring = ring_new(se, (uint16_t)(i % se->nqueues));
-		if (w->ring) {
-			w->ring->pin = i < se->nqueues;
-			/* READ data goes straight where the reply is sent from */
-			w->readbuf = w->ring->payload;
-		}
 		se->workers[se->nworkers + i] = w;
 		if (!w->ring) {
 			err = -errno; /* io_uring_setup refused (seccomp, io_uring_disabled) */
 			goto out_free;
 		}
+		w->ring->pin = i < se->nqueues;
+		/* READ data goes straight where the reply is sent from */
+		w->readbuf = w->ring->payload;
 	}
 	se->nring = n;
 	if (se->debug)

@@ -627,8 +627,8 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 
 		if (fstatat(updfd, loc->name, &ust, AT_SYMLINK_NOFOLLOW) == 0) {
 			node->ino = ovl_map_ino(fs, 0, ust.st_ino);
-			ovl_nf_set(node, OVL_NF_LOWER,
-				   false); /* no origin: nothing below it any more */
+			/* no origin: nothing below it any more */
+			ovl_nf_set(node, OVL_NF_LOWER, false);
 			/* found by its upper inode from now on, as a lookup does */
 			ovl_node_rekey(fs, node, ust.st_dev, ust.st_ino, 0);
 		}

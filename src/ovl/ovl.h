@@ -63,7 +63,7 @@ void ovl_unlock(struct ovl_lock *l);
 /* a node's OVL_NF_* flag */
 static inline bool ovl_nf(const struct ovl_node *n, unsigned flag)
 {
-	return (atomic_load(&((struct ovl_node *)n)->flags) & flag) != 0;
+	return (atomic_load(&n->flags) & flag) != 0;
 }
 static inline void ovl_nf_set(struct ovl_node *n, unsigned flag, bool on)
 {
