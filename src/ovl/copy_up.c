@@ -442,11 +442,43 @@ void ovl_clear_impure(struct ovl_fs *fs, struct ovl_node *dir, uint64_t gen)
 	pthread_mutex_unlock(&fs->impure_lock);
 }
 
-/* A lower hard link: copy into workdir/index once, link every name to it. */
+/*
+ * One more upper name for an index entry (the kernel's ovl_link_up()): the
+ * union's link count stays, the index inode's grows.  Until the name is in,
+ * overlay.nlink counts from the lower inode ("L"), then from the upper
+ * ("U"), so that a crash at any point leaves a count that is right.
+ */
+static int link_up(struct ovl_fs *fs, const char *iname, nlink_t nlink, nlink_t lower, int updfd,
+		   const char *name)
+{
+	char nl[32];
+	struct stat ist;
+	int ret;
+
+	if (lower) {
+		snprintf(nl, sizeof(nl), "L%+ld", (long)nlink - (long)lower);
+		ret = ovl_set_ovl_xattr(fs, fs->index_fd, iname, "nlink", nl, strlen(nl));
+		if (ret)
+			return ret;
+	}
+	if (linkat(fs->index_fd, iname, updfd, name, 0) < 0)
+		return -errno;
+	if (fstatat(fs->index_fd, iname, &ist, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	snprintf(nl, sizeof(nl), "U%+ld", (long)nlink - (long)ist.st_nlink);
+	return ovl_set_ovl_xattr(fs, fs->index_fd, iname, "nlink", nl, strlen(nl));
+}
+
+/*
+ * A lower hard link: copy into workdir/index once, link every name to it.
+ * The copy has its overlay.nlink before it enters the index: an entry
+ * never lacks one (a crash before its first name is linked leaves an
+ * unused entry, which the next copy-up of the file takes).
+ */
 static int copy_up_indexed(struct ovl_fs *fs, int ldfd, const char *lname, int layer,
 			   const struct stat *st, int updfd, const char *name, char *hex, bool data)
 {
-	char tmp[64], nl[32];
+	char tmp[64];
 	struct stat ist;
 	int ret;
 
@@ -458,21 +490,16 @@ static int copy_up_indexed(struct ovl_fs *fs, int ldfd, const char *lname, int l
 		ret = build_copy(fs, ldfd, lname, layer, st, tmp, data);
 		if (ret)
 			return ret;
-		ret = 0;
-		if (renameat2(fs->work_fd, tmp, fs->index_fd, hex, RENAME_NOREPLACE) < 0)
-			ret = errno == EEXIST ? 0 : -errno;
-		if (ret) {
+		ret = ovl_set_ovl_xattr(fs, fs->work_fd, tmp, "nlink", "L+0", 3);
+		if (!ret && renameat2(fs->work_fd, tmp, fs->index_fd, hex, RENAME_NOREPLACE) < 0)
+			ret = -errno;
+		if (ret)
 			ovl_cleanup_tree(fs->work_fd, tmp);
+		if (ret && ret != -EEXIST)
 			return ret;
-		}
 	}
-	if (linkat(fs->index_fd, hex, updfd, name, 0) < 0)
-		return -errno;
-	/* the union's link count, as a difference to the upper inode's */
-	if (fstatat(fs->index_fd, hex, &ist, AT_SYMLINK_NOFOLLOW) < 0)
-		return -errno;
-	snprintf(nl, sizeof(nl), "U%+ld", (long)st->st_nlink - (long)ist.st_nlink);
-	return ovl_set_ovl_xattr(fs, fs->index_fd, hex, "nlink", nl, strlen(nl));
+	/* the union's link count is the lower's: no name of it was removed yet */
+	return link_up(fs, hex, st->st_nlink, st->st_nlink, updfd, name);
 }
 
 /* The new stack of a directory: its upper dir on top of what it had. */
@@ -579,10 +606,9 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node, struct ovl_n
 	if (loc->iname) {
 		/* already in the index: one more upper name for it, same union nlink */
 		ret = ovl_getattr_locked(fs, node, &cur);
-		if (!ret && linkat(fs->index_fd, loc->iname, updfd, loc->name, 0) < 0)
-			ret = -errno;
 		if (!ret)
-			ret = ovl_set_nlink(fs, node, cur.st_nlink, 'U');
+			ret = link_up(fs, loc->iname, cur.st_nlink, node->lower_nlink, updfd,
+				      loc->name);
 	} else if (S_ISREG(st.st_mode) && st.st_nlink > 1 && fs->index_fd >= 0) {
 		if (fs->config.metacopy != OVL_ON)
 			data = true;

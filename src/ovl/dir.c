@@ -253,7 +253,6 @@ int ovl_link(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newdir, 
 {
 	struct ovl_cred owner = {0};
 	const char *rname;
-	struct stat cur;
 	int updfd, rdfd, wh, ret;
 
 	if (S_ISDIR(node->type))
@@ -272,7 +271,7 @@ int ovl_link(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newdir, 
 		return ret;
 	owner.uid = geteuid();
 	owner.gid = getegid();
-	if (ovl_nf(node, OVL_NF_INDEXED) && (ret = ovl_getattr(fs, node, &cur)))
+	if (ovl_nf(node, OVL_NF_INDEXED) && (ret = ovl_nlink_start(fs, node)))
 		return ret;
 	if (atomic_load(&node->data)) {
 		/* every name of a metacopy file must find the data: an absolute redirect */
@@ -285,8 +284,6 @@ int ovl_link(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newdir, 
 	ret = create_upper(fs, updfd, newname, wh == 1, &owner, S_IFREG, 0, NULL, rdfd, rname);
 	if (ret)
 		return ret;
-	if (ovl_nf(node, OVL_NF_INDEXED))
-		ovl_set_nlink(fs, node, cur.st_nlink + 1, 'U');
 	if (ovl_nf(node, OVL_NF_LOWER)) {
 		ret = ovl_set_impure(fs, newdir);
 		if (ret)
@@ -369,21 +366,18 @@ static int pin_object(struct ovl_fs *fs, struct ovl_node *node, const struct sta
 }
 
 /*
- * The union's link count of an indexed file drops: record it, or, at zero,
- * remove the index entry as the kernel's ovl_cleanup_index() does (an
- * index inode still linked elsewhere keeps its entry with the count fixed).
+ * The union's link count of an indexed file dropped with its upper inode's
+ * (ovl_nlink_start() made overlay.nlink count from it): at zero, remove
+ * the index entry as the kernel's ovl_cleanup_index() does (an index inode
+ * still linked elsewhere keeps its entry with the count fixed).
  */
 static void index_nlink_drop(struct ovl_fs *fs, struct ovl_node *node, nlink_t nlink)
 {
 	const char *iname = ovl_loc_of(node)->iname;
 	struct stat ist;
 
-	if (!ovl_nf(node, OVL_NF_INDEXED) || !iname)
+	if (!ovl_nf(node, OVL_NF_INDEXED) || !iname || nlink > 0)
 		return;
-	if (nlink > 0) {
-		ovl_set_nlink(fs, node, nlink, 'U');
-		return;
-	}
 	if (fstatat(fs->index_fd, iname, &ist, AT_SYMLINK_NOFOLLOW) < 0)
 		return;
 	if (ist.st_nlink != 1) {
@@ -435,6 +429,8 @@ int ovl_unlink(struct ovl_fs *fs, struct ovl_node *dir, const char *name, bool i
 	if (ret)
 		goto out;
 	if (ovl_nf(n, OVL_NF_INDEXED) && (ret = ovl_getattr(fs, n, &st)))
+		goto out;
+	if (!isdir && ovl_nf(n, OVL_NF_INDEXED) && (ret = ovl_nlink_start(fs, n)))
 		goto out;
 	updfd = ovl_upper_dirfd(fs, dir);
 	lower = ovl_lower_positive(fs, dir, name);
@@ -681,10 +677,10 @@ static int rename_prepare(struct rename_ctx *r)
 		ret = copy_up_name(fs, r->newdir, r->newname, r->nn);
 	else if (!ret && r->nn && needs_link_up(fs, r->nn))
 		ret = copy_up_name(fs, r->newdir, r->newname, r->nn);
-	if (!ret && ovl_nf(r->on, OVL_NF_INDEXED))
-		ret = ovl_getattr(fs, r->on, &r->ost);
 	if (!ret && r->nn && ovl_nf(r->nn, OVL_NF_INDEXED))
 		ret = ovl_getattr(fs, r->nn, &r->nst);
+	if (!ret && r->nn && !(r->flags & RENAME_EXCHANGE) && ovl_nf(r->nn, OVL_NF_INDEXED))
+		ret = ovl_nlink_start(fs, r->nn);
 	if (ret)
 		return ret;
 	if (S_ISDIR(r->on->type)) {
@@ -751,16 +747,12 @@ static int rename_nodes(struct rename_ctx *r)
 	if (ret)
 		return ret;
 	ovl_node_resalt(fs, r->on, ovl_name_salt(r->newdir, r->newname));
-	if (ovl_nf(r->on, OVL_NF_INDEXED))
-		ovl_set_nlink(fs, r->on, r->ost.st_nlink, 'U');
 	if (!r->nn)
 		return 0;
 	if (r->flags & RENAME_EXCHANGE) {
 		ret = ovl_node_move_name(fs, r->nn, r->newdir, r->newname, r->olddir, r->oldname);
 		if (!ret)
 			ovl_node_resalt(fs, r->nn, ovl_name_salt(r->olddir, r->oldname));
-		if (!ret && ovl_nf(r->nn, OVL_NF_INDEXED))
-			ovl_set_nlink(fs, r->nn, r->nst.st_nlink, 'U');
 		return ret;
 	}
 	if (!S_ISDIR(r->nn->type))

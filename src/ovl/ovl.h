@@ -166,6 +166,8 @@ int ovl_node_move_name(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node
 		       const char *oldname, struct ovl_node *newdir, const char *newname);
 /* the union st_nlink of an indexed hard link, and storing it (overlay.nlink) */
 int ovl_set_nlink(struct ovl_fs *fs, struct ovl_node *node, nlink_t nlink, char base);
+/* before a link, unlink or rename of an indexed file: count from the upper inode */
+int ovl_nlink_start(struct ovl_fs *fs, struct ovl_node *node);
 /* st_nlink of an indexed file: the union count kept in overlay.nlink */
 void ovl_union_nlink(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 int ovl_getattr(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);

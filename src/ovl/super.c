@@ -271,9 +271,10 @@ static int mark_upper_root(struct ovl_fs *fs)
 /* The index dir records which upper root it belongs to (overlay.upper). */
 /*
  * Index entries of hard links whose union link count is 0 are orphans: a
- * crash between making the entry and linking its first name, or between
- * removing the last name and the entry.  The kernel removes them at mount
- * (ovl_indexdir_cleanup()); so do we, or the names would count wrong.
+ * crash between removing the last name and the entry, or an entry the
+ * kernel made and had no overlay.nlink on yet.  The kernel removes them at
+ * mount (ovl_indexdir_cleanup()); so do we, or the names would count wrong.
+ * (Ours get "L+0" before they enter the index: one never used is kept.)
  */
 static void clean_index(struct ovl_fs *fs)
 {

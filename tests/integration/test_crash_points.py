@@ -13,8 +13,15 @@ found by test_crash_workload.py and fixed:
                          keep its mode and xattrs (the swap copies them)
   index-before-link      index=on: killed after a lower hard link was copied
                          into workdir/index, before its name was linked: the
-                         orphan entry is removed at mount, both names keep
-                         st_nlink 2, as under the kernel
+                         unused entry (overlay.nlink "L+0") stays, both names
+                         keep st_nlink 2, as under the kernel
+  index-after-link       index=on: killed after the first name of a lower
+                         hard link was linked to its index entry: the entry
+                         has its overlay.nlink already (the kernel warns
+                         "failed to get index nlink" at mount otherwise)
+  index-unlink           index=on: killed after the whiteout took the place of
+                         one name of a lower hard link: the other name counts
+                         1 (or both 2, if the removal did not happen)
 
 Skipped (counted as passed, with a note) without strace.  Prints
 `ok - NAME` / `not ok - NAME: REASON`, then `N passed, N failed`.
@@ -125,7 +132,13 @@ def case_rename_over_empty_dir(binary, root):
     return probs
 
 
-def case_index_before_link(binary, root):
+def kernel_messages():
+    p = subprocess.run(["dmesg"], capture_output=True, text=True)
+    return p.stdout.splitlines() if p.returncode == 0 else None
+
+
+def index_case(binary, root, syscall, inject, when=1, remove=False):
+    """Append to (or remove) a lower hard link, index=on, killed at syscall."""
     probs = []
     opts = make_stack(root, "d1", "a", "hello\n", ",index=on")
     os.link(os.path.join(root, "l/a"), os.path.join(root, "l/d1/b"))
@@ -134,28 +147,49 @@ def case_index_before_link(binary, root):
     def append(mnt):
         with open(mnt + "/a", "a") as f:
             f.write("x\n")
-    killed_at(binary, root, opts, "linkat", 1, append, inject="delay_enter")
+
+    def links(mnt):
+        names = [mnt + "/a", mnt + "/d1/b"]
+        return [os.stat(n).st_nlink for n in names if os.path.exists(n)]
+    action = (lambda mnt: os.unlink(mnt + "/a")) if remove else append
+    killed_at(binary, root, opts, syscall, when, action, inject=inject)
     mount_stratafs(binary, m, opts)
     try:
-        got = [os.stat(m + "/a").st_nlink, os.stat(m + "/d1/b").st_nlink]
-        with open(m + "/a") as f:
+        got = links(m)
+        with open(m + "/d1/b") as f:
             content = f.read()
     finally:
         umount(m)
-    if got != [2, 2]:
-        probs.append("st_nlink of a, d1/b: %r (want [2, 2])" % got)
+    if got not in ([2, 2], [1]) if remove else got != [2, 2]:
+        probs.append("st_nlink of the names left: %r" % got)
     if content not in ("hello\n", "hello\nx\n"):
-        probs.append("content of a: %r" % content)
+        probs.append("content of d1/b: %r" % content)
+    before = kernel_messages()
     if subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, m], capture_output=True).returncode:
         probs.append("the kernel overlay does not mount the upper")
     else:
         try:
-            kgot = [os.stat(m + "/a").st_nlink, os.stat(m + "/d1/b").st_nlink]
+            kgot = links(m)
             if kgot != got:
                 probs.append("kernel st_nlink %r, stratafs %r" % (kgot, got))
         finally:
             umount(m)
+    after = kernel_messages()
+    if before is not None and after is not None:
+        probs += ["dmesg: " + line for line in after[len(before):] if "overlayfs" in line]
     return probs
+
+
+def case_index_before_link(binary, root):
+    return index_case(binary, root, "linkat", "delay_enter")
+
+
+def case_index_after_link(binary, root):
+    return index_case(binary, root, "linkat", "delay_exit")
+
+
+def case_index_unlink(binary, root):
+    return index_case(binary, root, "renameat2", "delay_exit", when=2, remove=True)
 
 
 def main():
@@ -164,7 +198,9 @@ def main():
     args = ap.parse_args()
     binary = os.path.abspath(args.stratafs)
     cases = [("rename-over-empty-dir", case_rename_over_empty_dir),
-             ("index-before-link", case_index_before_link)]
+             ("index-before-link", case_index_before_link),
+             ("index-after-link", case_index_after_link),
+             ("index-unlink", case_index_unlink)]
     for name, fn in cases:
         if not shutil.which("strace"):
             print("# %s: no strace here, skipped" % name)
