@@ -88,16 +88,22 @@ rig() {   # rig SCRIPT LABEL ARGS...: one differential rig run is one test
 }
 rig rig.py "rig 3 layers --big" --layers 3 --big --workdir "$RIGBASE-3big"
 rig rig.py "rig 50 layers" --layers 50 --workdir "$RIGBASE-50"
+# the same stacks with every layer an image file (loop-mounted for the kernel)
+rig rig.py "rig 3 squashfs images" --layers 3 --images squashfs --workdir "$RIGBASE-3sq"
+rig rig.py "rig 30 erofs images" --layers 30 --images erofs --workdir "$RIGBASE-30ero"
 
 # 4. writing: the write-mode rig (also with index=off and metacopy=on), then the suites
 rig rig_write.py "write rig defaults" --workdir "$RIGBASE-w"
 rig rig_write.py "write rig index=off" --workdir "$RIGBASE-w-noindex" --extra-opts index=off --kernel-opts index=off
 rig rig_write.py "write rig metacopy=on" --workdir "$RIGBASE-w-metacopy" --extra-opts metacopy=on --kernel-opts metacopy=on
+rig rig_write.py "write rig squashfs+erofs images" --workdir "$RIGBASE-w-img" --images squashfs
+rig rig_write.py "write rig erofs images" --workdir "$RIGBASE-w-erofs" --images erofs
 
 suite "interop" test_interop.py
 suite "crash" test_crash.py
 suite "crash during a workload" test_crash_workload.py
 suite "crash at exact points" test_crash_points.py
+suite "image layers" test_images.py
 suite "full disk" test_enospc.py
 suite "permissions" test_perms.py
 suite "faults" test_faults.py

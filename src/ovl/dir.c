@@ -289,7 +289,15 @@ int ovl_link(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newdir, 
 		if (ret)
 			return ret;
 	}
-	return ovl_lookup(fs, newdir, newname, out, st);
+	ret = ovl_lookup(fs, newdir, newname, out, st);
+	/*
+	 * Another node for the new name (the copy-up origin cannot be
+	 * followed: a lower fs without a usable uuid): the kernel keeps the
+	 * old one's attributes (st_nlink) unless told.
+	 */
+	if (!ret && *out != node && fs->changed)
+		fs->changed(fs->changed_ctx, node);
+	return ret;
 }
 
 /* Replace the upper object at name with a whiteout and remove the old one. */

@@ -105,6 +105,8 @@ void ovl_tmpname(struct ovl_fs *fs, char *buf, size_t size);
 int ovl_mkwhiteout(int dirfd, const char *name);
 /* the uuid of the filesystem fd is on (zeros if it has none) */
 void ovl_fs_uuid(int fd, uint8_t uuid[16]);
+/* image.c: mount a squashfs or erofs image file, detached; *out: its root dir */
+int ovl_image_mount(int imgfd, const char *path, int *out, char *err, size_t errlen);
 /* the overlay.origin value (struct ovl_fb) of a real object */
 ssize_t ovl_encode_origin(struct ovl_fs *fs, int dirfd, const char *name, int layer,
 			  unsigned char *buf, size_t size);

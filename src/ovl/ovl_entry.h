@@ -55,6 +55,7 @@ struct ovl_layer {
 	bool is_upper;
 	bool data_only;
 	uint8_t uuid[16]; /* its filesystem's uuid (FS_IOC_GETFSUUID), zeros if none */
+	bool bad_uuid;	  /* uuid shared with another lower fs (or null): handles not followed */
 	/* copy_up.c: what moving data from here to the upper layer has taught */
 	_Atomic bool no_clone;	     /* FICLONE refused */
 	_Atomic uint8_t copy_method; /* the first method not refused (enum copy_method) */
@@ -231,6 +232,7 @@ struct ovl_fs {
 	struct ovl_listings listings; /* listings read in parts (readdir.c) */
 	struct ovl_pipes pipes;	      /* empty pipes for copy-up by splice (copy_up.c) */
 	struct ovl_prefetch prefetch; /* read-ahead across files (prefetch.c) */
+	char note[256];		      /* a warning from the setup for the daemon to print */
 };
 
 /* An entry of a merged directory listing. */

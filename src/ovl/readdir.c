@@ -201,7 +201,15 @@ static int take_entry(struct dir_build *b, const struct ovl_path *p, const struc
 {
 	const char *name = de->d_name, *stored = NULL;
 	unsigned char type = de->d_type;
-	bool xw = b->in_xw && !b->lowest && !b->fs->layers[p->layer].is_upper;
+	/*
+	 * Regular files that may be xwhiteouts: below an opaque=x dir but not
+	 * in the bottom layer, as the kernel's readdir checks them; with xino
+	 * (layers on several filesystems) any lower one, as the kernel then
+	 * looks up every entry of a merged dir for its d_ino and drops those
+	 * the lookup does not find (ovl_cache_update()).
+	 */
+	bool xw =
+	    !b->fs->layers[p->layer].is_upper && ((b->in_xw && !b->lowest) || b->fs->xino_bits > 0);
 	struct stat st;
 	char v;
 	int ret;

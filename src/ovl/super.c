@@ -48,12 +48,13 @@ static int config_copy(struct ovl_config *dst, const struct ovl_config *src)
 	return 0;
 }
 
-static int open_layer(struct ovl_fs *fs, int idx, const char *path, const char *what, char *err,
+static int open_layer(struct ovl_fs *fs, int idx, const char *path, bool lower, char *err,
 		      size_t errlen)
 {
+	const char *what = lower ? "lower layer" : "upper layer";
 	struct ovl_layer *l = &fs->layers[idx];
 	struct stat st;
-	int fd;
+	int fd, mfd, ret;
 
 	l->fd = -1;
 	l->idx = idx;
@@ -64,6 +65,14 @@ static int open_layer(struct ovl_fs *fs, int idx, const char *path, const char *
 	if (fd < 0)
 		return fail(err, errlen, -errno, "cannot open %s '%s': %s", what, path,
 			    strerror(errno));
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && lower) {
+		/* a squashfs or erofs image: the layer is the root of its mount */
+		ret = ovl_image_mount(fd, path, &mfd, err, errlen);
+		close(fd);
+		if (ret)
+			return ret;
+		fd = mfd;
+	}
 	if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode)) {
 		close(fd);
 		return fail(err, errlen, -ENOTDIR, "%s '%s' is not a directory", what, path);
@@ -99,6 +108,54 @@ static void assign_fsids(struct ovl_fs *fs)
 			fs->xino_bits++;
 		fs->xino_bits++;
 	}
+}
+
+/* Is layer i on the upper layer's filesystem? */
+static bool on_upper_fs(const struct ovl_fs *fs, int i)
+{
+	return fs->has_upper && fs->layers[i].fsid == fs->layers[0].fsid;
+}
+
+/*
+ * A lower file handle names its filesystem by uuid (the kernel's
+ * ovl_lower_uuid_ok()).  Two lower filesystems with one uuid (squashfs has
+ * none: every squashfs's is null) cannot be told apart, nor can a null
+ * uuid where lower changes are allowed (no index, metacopy, redirects or
+ * xino=on).  Handles of those are not followed, and the index (which
+ * names hard links by handle) is turned off, as the kernel does.
+ */
+static void check_lower_uuids(struct ovl_fs *fs)
+{
+	static const uint8_t null[16];
+	struct ovl_config *c = &fs->config;
+	bool offline = c->index != OVL_ON && c->metacopy != OVL_ON &&
+		       c->redirect_dir != OVL_REDIRECT_ON && c->xino != OVL_XINO_ON;
+	struct ovl_layer *l, *bad = NULL;
+	int i, j;
+
+	if (!fs->has_upper && c->nfs_export != OVL_ON)
+		return;
+	for (i = fs->has_upper; i < fs->nlayers; i++) {
+		l = &fs->layers[i];
+		if (on_upper_fs(fs, i))
+			continue;
+		if (offline && !memcmp(l->uuid, null, sizeof(null)))
+			l->bad_uuid = true;
+		for (j = fs->has_upper; j < fs->nlayers && !l->bad_uuid; j++) {
+			if (fs->layers[j].fsid != l->fsid && !on_upper_fs(fs, j) &&
+			    !memcmp(fs->layers[j].uuid, l->uuid, sizeof(l->uuid)))
+				l->bad_uuid = true;
+		}
+		if (l->bad_uuid && !bad)
+			bad = l;
+	}
+	if (!bad || (c->index != OVL_ON && c->nfs_export != OVL_ON))
+		return;
+	c->index = OVL_OFF;
+	c->nfs_export = OVL_OFF;
+	snprintf(fs->note, sizeof(fs->note),
+		 "%s uuid in lower layer '%s': falling back to index=off,nfs_export=off",
+		 memcmp(bad->uuid, null, sizeof(null)) ? "conflicting" : "null", bad->path);
 }
 
 static int make_root(struct ovl_fs *fs)
@@ -431,18 +488,19 @@ int ovl_fs_new(const struct ovl_config *cfg, struct ovl_fs **out, char *err, siz
 	strcpy(fs->xprefix, cfg->userxattr ? "user.overlay." : "trusted.overlay.");
 	fs->xprefix_len = strlen(fs->xprefix);
 	if (fs->has_upper) {
-		ret = open_layer(fs, 0, cfg->upperdir, "upper layer", err, errlen);
+		ret = open_layer(fs, 0, cfg->upperdir, false, err, errlen);
 		if (ret)
 			goto out_free;
 		fs->layers[0].is_upper = true;
 	}
 	for (i = 0; i < nlower; i++) {
-		ret = open_layer(fs, base + i, cfg->lowerdirs[i], "lower layer", err, errlen);
+		ret = open_layer(fs, base + i, cfg->lowerdirs[i], true, err, errlen);
 		if (ret)
 			goto out_free;
 		fs->layers[base + i].data_only = i >= cfg->nlower;
 	}
 	assign_fsids(fs);
+	check_lower_uuids(fs);
 	if (fs->has_upper) {
 		ret = setup_upper(fs, err, errlen);
 		if (ret)

@@ -32,14 +32,24 @@ static ssize_t real_getxattr(struct ovl_fs *fs, struct ovl_node *node, const cha
 			     size_t size)
 {
 	const char *rname;
+	ssize_t n;
 	int dfd, ret;
 
-	if (S_ISDIR(node->type))
-		return ovl_getxattr_fd(ovl_stack_of(node)->p[0].fd, name, buf, size);
-	ret = ovl_real_at(fs, node, &dfd, &rname);
-	if (ret)
-		return ret;
-	return ovl_getxattr_at(dfd, rname, name, buf, size);
+	if (S_ISDIR(node->type)) {
+		n = ovl_getxattr_fd(ovl_stack_of(node)->p[0].fd, name, buf, size);
+	} else {
+		ret = ovl_real_at(fs, node, &dfd, &rname);
+		if (ret)
+			return ret;
+		n = ovl_getxattr_at(dfd, rname, name, buf, size);
+	}
+	/*
+	 * A layer without POSIX ACLs (squashfs, vfat) has no ACL: not an
+	 * error, or the kernel's permission check of the FUSE inode fails.
+	 */
+	if (n == -EOPNOTSUPP && !strncmp(name, "system.posix_acl_", 17))
+		n = -ENODATA;
+	return n;
 }
 
 static ssize_t real_listxattr(struct ovl_fs *fs, struct ovl_node *node, char *buf, size_t size)

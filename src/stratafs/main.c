@@ -33,7 +33,8 @@ static const char usage[] =
     "\n"
     "Overlay options (as the kernel's):\n"
     "  lowerdir=L1:L2:...      read-only layers, leftmost on top; '\\:' escapes a colon,\n"
-    "                          '::' starts data-only layers\n"
+    "                          '::' starts data-only layers; a layer may be a squashfs\n"
+    "                          or erofs image file (mounted privately, read-only)\n"
     "  upperdir=DIR,workdir=DIR  make it writable (workdir on the upper's filesystem)\n"
     "  redirect_dir=on|follow|off|nofollow, index=on|off, metacopy=on|off,\n"
     "  volatile, fsync=auto|strict|volatile, userxattr, xino=on|off|auto,\n"
@@ -319,6 +320,8 @@ static int setup_union(struct cmdline *cl, struct ovl_config *cfg, struct sfs *s
 		fprintf(stderr, "stratafs: %s\n", err[0] ? err : strerror(-ret));
 		return -1;
 	}
+	if (s->fs->note[0])
+		fprintf(stderr, "stratafs: %s\n", s->fs->note);
 	s->readonly = !s->fs->has_upper || (cl->mflags & MS_RDONLY);
 	if (s->readonly)
 		cl->mflags |= MS_RDONLY;

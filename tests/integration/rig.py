@@ -20,6 +20,11 @@ mtimes are stamped deterministically after building.
   rig.py --layers 3 --big --stratafs build/stratafs --workdir /tmp/rig3
   rig.py --layers 50 --stratafs build/stratafs
   rig.py --layers 3 --kernel-vs-kernel        # validates the rig itself
+  rig.py --layers 3 --images squashfs         # layers as image files
+
+With --images, each layer of the kernel copy is made into a squashfs or
+erofs image; the kernel overlay gets the images loop-mounted (mount -o
+loop,ro), stratafs gets the image files themselves as its lowerdirs.
 
 Python 3.11 stdlib only; must run as root.
 """
@@ -39,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 
 RIG_VERSION = "1"
 DT_NAMES = {0: "UNKNOWN", 1: "FIFO", 2: "CHR", 4: "DIR", 6: "BLK", 8: "REG", 10: "LNK", 12: "SOCK", 14: "WHT"}
@@ -783,16 +789,76 @@ def esc_layer(p):
     return p.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def lowerdir_opt(root, n):
-    return "lowerdir=" + ":".join(esc_layer(os.path.join(root, "l%d" % i)) for i in range(n))
+def lowerdir_opt(root, n, lowers=None):
+    lowers = lowers or [os.path.join(root, "l%d" % i) for i in range(n)]
+    return "lowerdir=" + ":".join(esc_layer(p) for p in lowers)
+
+
+IMAGE_TOOLS = {"squashfs": lambda src, dst: ["mksquashfs", src, dst, "-quiet", "-noappend",
+                                             "-no-progress"],
+               # a uuid from the image's name: both sides' l0.img are alike
+               "erofs": lambda src, dst: ["mkfs.erofs", "--quiet", "-U",
+                                          str(uuid.uuid5(uuid.NAMESPACE_URL, os.path.basename(dst))),
+                                          dst, src]}
+
+
+def prune_long_names(top, limit=250):
+    """mkfs.erofs 1.5 (Debian 12) fails on names of more than 250 bytes."""
+    for dirpath, dirs, files in os.walk(top):
+        for n in dirs + files:
+            if len(os.fsencode(n)) > limit:
+                p = os.path.join(dirpath, n)
+                shutil.rmtree(p) if n in dirs and not os.path.islink(p) else os.unlink(p)
+        dirs[:] = [d for d in dirs if len(os.fsencode(d)) <= limit]
+
+
+def build_images(root, n, kind, work):
+    """An image of each layer under root (rebuilt when the layers were);
+    returns the image paths."""
+    imgdir = os.path.join(work, "img-" + kind)
+    meta = root + ".json"
+    stamp = os.path.join(imgdir, ".built")
+    if not (os.path.exists(stamp) and os.path.getmtime(stamp) >= os.path.getmtime(meta)):
+        check_no_mounts_below(imgdir) if os.path.exists(imgdir) else None
+        shutil.rmtree(imgdir, ignore_errors=True)
+        os.makedirs(imgdir)
+        t0 = time.time()
+        for i in range(n):
+            dst = os.path.join(imgdir, "l%d.img" % i)
+            src = os.path.join(root, "l%d" % i)
+            if kind == "erofs":
+                copy = os.path.join(imgdir, "src")
+                subprocess.run(["cp", "-a", src, copy], check=True)
+                prune_long_names(copy)
+                src = copy
+            p = subprocess.run(IMAGE_TOOLS[kind](src, dst), capture_output=True, text=True)
+            if src != os.path.join(root, "l%d" % i):
+                shutil.rmtree(src)
+            if p.returncode != 0:
+                raise RuntimeError("making %s: %s" % (dst, (p.stderr or p.stdout).strip()))
+        open(stamp, "w").close()
+        log("built %d %s images in %.1fs" % (n, kind, time.time() - t0))
+    return [os.path.join(imgdir, "l%d.img" % i) for i in range(n)]
+
+
+def loop_mount_images(images, kind, mnts):
+    """Mount each image read-only on a loop device (the kernel side)."""
+    for img, m in zip(images, mnts):
+        os.makedirs(m, exist_ok=True)
+        if is_mounted(m):
+            subprocess.run(["umount", m], capture_output=True)
+        p = subprocess.run(["mount"] + (["-t", kind] if kind else []) + ["-o", "loop,ro", img, m],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError("mount -o loop %s: %s" % (img, p.stderr.strip()))
 
 
 class Mount:
     """One merged view: the kernel overlay or stratafs."""
 
-    def __init__(self, kind, root, nlayers, mnt, binary=None, extra=""):
+    def __init__(self, kind, root, nlayers, mnt, binary=None, extra="", lowers=None):
         self.kind, self.root, self.n, self.mnt = kind, root, nlayers, mnt
-        self.binary, self.extra = binary, extra
+        self.binary, self.extra, self.lowers = binary, extra, lowers
         self.fuse_conn = None
 
     def label(self):
@@ -800,12 +866,12 @@ class Mount:
 
     def mount(self):
         os.makedirs(self.mnt, exist_ok=True)
-        opts = lowerdir_opt(self.root, self.n)
+        opts = lowerdir_opt(self.root, self.n, self.lowers)
+        if self.extra:
+            opts += "," + self.extra
         if self.kind == "kernel":
             cmd = ["mount", "-t", "overlay", "overlay", "-o", opts, self.mnt]
         else:
-            if self.extra:
-                opts += "," + self.extra
             cmd = [self.binary, "stratafs", self.mnt, "-o", opts]
         if len(opts) > 4095:
             raise RuntimeError("option string too long (%d bytes)" % len(opts))
@@ -1204,6 +1270,7 @@ def main():
                     help="appended to stratafs -o (default: $STRATAFS_EXTRA_OPTS)")
     ap.add_argument("--max-print", type=int, default=2000, help="print at most this many differences (0: all)")
     ap.add_argument("--timeout", type=int, default=1800, help="abort the stratafs mount after this many seconds")
+    ap.add_argument("--images", choices=sorted(IMAGE_TOOLS), help="layers as image files of this type")
     args = ap.parse_args()
     if args.layers < 3 or args.layers > 500:
         ap.error("--layers must be between 3 and 500")
@@ -1236,19 +1303,35 @@ def main():
     failures = []
     compared = 0
     mounts = []
+    image_mnts = []
     watchdog = None
     try:
         probes, aufs = build_tree(args, os.path.join(work, "k"), "k")
         if args.kernel_vs_kernel:
             aufs = []
+        klowers = None
+        if args.images:
+            # both see the same images, made of the kernel form of the layers
+            images = build_images(os.path.join(work, "k"), args.layers, args.images, work)
+            image_mnts = [os.path.join(work, "img-%s" % args.images, "m%d" % i) for i in range(args.layers)]
+            loop_mount_images(images, args.images, image_mnts)
+            klowers = image_mnts
+            aufs = []
         if args.kernel_vs_kernel:
             build_tree(args, os.path.join(work, "k2"), "k")
-            mb = Mount("kernel", os.path.join(work, "k2"), args.layers, os.path.join(work, "mb"))
+            mb = Mount("kernel", os.path.join(work, "k2"), args.layers, os.path.join(work, "mb"),
+                       lowers=klowers)
+        elif args.images:
+            mb = Mount("stratafs", os.path.join(work, "k"), args.layers, os.path.join(work, "mb"),
+                       binary, args.extra_opts, lowers=images)
         else:
             build_tree(args, os.path.join(work, "s"), "s")
             mb = Mount("stratafs", os.path.join(work, "s"), args.layers, os.path.join(work, "mb"),
                        binary, args.extra_opts)
-        ma = Mount("kernel", os.path.join(work, "k"), args.layers, os.path.join(work, "ma"))
+        # the kernel turns xino off for layers on many filesystems unless told
+        kextra = "xino=on" if args.images else ""
+        ma = Mount("kernel", os.path.join(work, "k"), args.layers, os.path.join(work, "ma"),
+                   extra=kextra, lowers=klowers)
         mounts = [ma, mb]
         for m in mounts:
             if is_mounted(m.mnt):
@@ -1274,12 +1357,17 @@ def main():
 
         # hidden names and too-long names must fail the same way
         pr = [x.encode("utf-8", "surrogateescape") for x in probes]
-        pr += [b"a" * 256, b"files/" + b"b" * 256, b"long/" + b"z" * 255, b"long/" + b"n" * 255]
+        too_long = [b"a" * 256, b"files/" + b"b" * 256]
+        if args.images == "squashfs":
+            # squashfs takes names of 256 bytes, so the kernel looks them up
+            # (ENOENT); stratafs keeps to NAME_MAX (ENAMETOOLONG)
+            too_long = []
+        pr += too_long + [b"long/" + b"z" * 255, b"long/" + b"n" * 255]
         pa, pb = probe(ma.mnt, pr), probe(mb.mnt, pr)
         for p in pr:
             if pa[p] != pb[p]:
                 rep.diff("%s: lookup: %s=%s %s=%s" % (show(p), la, pa[p], lb, pb[p]))
-        for p in (b"a" * 256, b"files/" + b"b" * 256):
+        for p in too_long:
             if not pa[p].startswith("ENAMETOOLONG"):
                 failures.append("kernel gives %s for a 256-byte name" % pa[p])
 
@@ -1322,7 +1410,10 @@ def main():
         for m in mounts:
             if is_mounted(m.mnt):
                 failures.append("%s is still mounted" % m.mnt)
-        if tmp and not any(is_mounted(m.mnt) for m in mounts):
+        for m in image_mnts:
+            if is_mounted(m):
+                subprocess.run(["umount", m], capture_output=True)
+        if tmp and not any(is_mounted(m) for m in [x.mnt for x in mounts] + image_mnts):
             shutil.rmtree(tmp, ignore_errors=True)
     if rep.max_print > 0 and rep.n > rep.max_print:
         print("rig: %d more differences not printed (--max-print 0 prints all)" % (rep.n - rep.max_print))

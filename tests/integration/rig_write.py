@@ -28,6 +28,11 @@ One line per difference (`DIFF ...`), then
   rig_write.py --extra-opts metacopy=on --kernel-opts metacopy=on
   rig_write.py --kernel-base-opts "" --kernel-opts userxattr,index=off,redirect_dir=nofollow \
                --extra-opts userxattr,index=off,redirect_dir=nofollow
+  rig_write.py --images squashfs           # each lower layer an image file
+
+With --images, each side's lower layers are made into squashfs or erofs
+images: the kernel gets them loop-mounted, stratafs gets the image files
+(its own side's images are loop-mounted too, only to decode file handles).
 
 Other tests import build_lower, workload, merged_walk, upper_walk and the
 Mnt class from here.  Python 3.11 stdlib only; must run as root.
@@ -50,6 +55,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rig  # noqa: E402
 from rig import Layers, det_bytes, is_mounted, walk_mount, compare, show, short, unescape_mountinfo  # noqa: E402
 
 MiB = 1024 * 1024
@@ -667,6 +673,7 @@ class Mnt:
     def __init__(self, kind, lowers, upper, work, mnt, binary=None, extra="", base=KERNEL_OPTS):
         self.kind, self.lowers, self.upper, self.work, self.mnt = kind, lowers, upper, work, mnt
         self.binary, self.extra, self.base = binary, extra, base
+        self.views = lowers     # the lower dirs, where lowers are image files
         self.conn = None
         self.pids = []
 
@@ -986,12 +993,29 @@ class Done(Exception):
 
 def compare_on_disk(ma, mb, la, lb, rep, when, decode=True):
     """Compare the upper dirs and the index of two sides."""
-    ia = side_imap(ma.lowers, ma.upper, ma.work) if decode else None
-    ib = side_imap(mb.lowers, mb.upper, mb.work) if decode else None
+    ia = side_imap(ma.views, ma.upper, ma.work) if decode else None
+    ib = side_imap(mb.views, mb.upper, mb.work) if decode else None
     n = compare_recs(upper_walk(ma.upper, ia), upper_walk(mb.upper, ib), la, lb, rep, "upper" + when)
     compare_recs({"index": work_state(ma.work, ia)}, {"index": work_state(mb.work, ib)}, la, lb, rep,
                  "workdir" + when)
     return n
+
+
+def image_layers(lowers, kind, root):
+    """An image file of each lower dir, in root/img: with squashfs, the
+    bottom one only (the OpenWrt case), the others erofs.  Several squashfs
+    share the null uuid, and the kernel then turns the index off and stops
+    following their handles (st_ino changes across a remount)."""
+    os.makedirs(os.path.join(root, "img"), exist_ok=True)
+    out = []
+    for i, d in enumerate(lowers):
+        dst = os.path.join(root, "img", "l%d.img" % i)
+        kind_i = kind if kind != "squashfs" or i == len(lowers) - 1 else "erofs"
+        p = subprocess.run(rig.IMAGE_TOOLS[kind_i](d, dst), capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError("making %s: %s" % (dst, (p.stderr or p.stdout).strip()))
+        out.append(dst)
+    return out
 
 
 def compare_steps(sa, sb, la, lb, diff):
@@ -1024,6 +1048,7 @@ def main():
     ap.add_argument("--show-steps", action="store_true", help="print the step log of the kernel side")
     ap.add_argument("--max-print", type=int, default=500, help="print at most this many differences (0: all)")
     ap.add_argument("--timeout", type=int, default=150, help="abort the stratafs connection after this many seconds")
+    ap.add_argument("--images", choices=sorted(rig.IMAGE_TOOLS), help="lower layers as image files of this type")
     args = ap.parse_args()
     if os.geteuid() != 0:
         ap.error("must run as root")
@@ -1054,6 +1079,7 @@ def main():
     compared = 0
     mounts = []
     steps = []
+    image_mnts = []
     wd = None
     try:
         sides = []
@@ -1062,9 +1088,24 @@ def main():
             build_lower(root)
             for d in ("upper", "work"):
                 os.mkdir(os.path.join(root, d), 0o755)
-            m = Mnt(kind, lowerdirs(root), os.path.join(root, "upper"), os.path.join(root, "work"),
-                    os.path.join(root, "mnt"), binary, args.kernel_opts if kind == "kernel" else args.extra_opts,
+            lowers = lowerdirs(root)
+            views = lowers
+            kopts = args.kernel_opts
+            if args.images:
+                images = image_layers(lowers, args.images, root)
+                views = [os.path.join(root, "img", "m%d" % i) for i in range(len(images))]
+                image_mnts += views
+                rig.loop_mount_images(images, None, views)
+                # with each layer its own filesystem the kernel wants xino told
+                kopts = ",".join(x for x in (kopts, "xino=on") if x)
+                if kind == "kernel":
+                    lowers = views
+                else:
+                    lowers = images
+            m = Mnt(kind, lowers, os.path.join(root, "upper"), os.path.join(root, "work"),
+                    os.path.join(root, "mnt"), binary, kopts if kind == "kernel" else args.extra_opts,
                     args.kernel_base_opts)
+            m.views = views
             sides.append(m)
         ma, mb = sides
         log("built the lower stacks in %.1fs" % (time.time() - t_start))
@@ -1131,7 +1172,10 @@ def main():
                 m.umount()
             except Exception as e:  # noqa: BLE001
                 rep("FAILED: umount %s: %s" % (m.mnt, e))
-        still = [m.mnt for m in mounts if is_mounted(m.mnt)]
+        for v in image_mnts:
+            if is_mounted(v):
+                subprocess.run(["umount", v], capture_output=True)
+        still = [m.mnt for m in mounts if is_mounted(m.mnt)] + [v for v in image_mnts if is_mounted(v)]
         for mnt in still:
             rep("FAILED: %s is still mounted" % mnt)
         if not args.keep and not still:
