@@ -4,7 +4,7 @@
 # repetitions, a table with ratios to the kernel and to fuse-overlayfs, and
 # the daemons' peak RSS.  As root.
 #
-#   bench/run.sh [-r REPS] [-q] [-i IMPLS] [-w WORKLOADS] [-b BUILD_DIR]
+#   bench/run.sh [-r REPS] [-q] [-i IMPLS] [-w WORKLOADS] [-b BUILD_DIR] [-l squashfs|erofs]
 #     -r REPS      repetitions per implementation (default 3)
 #     -q           quick: a small lower tree and 128 MiB big files (a smoke run)
 #     -i IMPLS     comma list of: native,kernel,fuse-overlayfs,stratafs,stratafs-nopt,
@@ -14,6 +14,8 @@
 #     -w WORKLOADS comma list (default: all): find,stat,readall,untar,cu_small,cu_big,
 #                  rmrf,meta,rename,seqread,seqwrite,randread
 #     -b BUILD     the build directory holding stratafs (default: build)
+#     -l TYPE      the lower layer as a squashfs or erofs image of the tree (made
+#                  once): loop-mounted for the others, the image file for stratafs
 # Data lives in $BENCH_DIR (default /var/tmp/strata-bench); the lower tree is
 # built once and reused.  Cold rows drop the page cache first.
 # STRATAFS_BENCH_OPTS (e.g. fsync=volatile) is added to every stratafs -o.
@@ -24,14 +26,16 @@ QUICK=0
 IMPLS=native,kernel,fuse-overlayfs,stratafs,stratafs-nopt,stratafs-uring
 WLS=find,stat,readall,untar,cu_small,cu_big,rmrf,meta,rename,seqread,seqwrite,randread
 BUILD=$here/build
-while getopts "r:qi:w:b:" o; do
+IMAGE=
+while getopts "r:qi:w:b:l:" o; do
 	case $o in
 	r) REPS=$OPTARG ;;
 	q) QUICK=1 ;;
 	i) IMPLS=$OPTARG ;;
 	w) WLS=$OPTARG ;;
 	b) BUILD=$(cd "$OPTARG" && pwd) ;;
-	*) sed -n '2,20p' "$0"; exit 2 ;;
+	l) IMAGE=$OPTARG ;;
+	*) sed -n '2,22p' "$0"; exit 2 ;;
 	esac
 done
 [ "$(id -u)" = 0 ] || { echo "bench: must run as root" >&2; exit 2; }
@@ -88,6 +92,27 @@ EOF
 	touch "$DATA/.complete"
 }
 
+# KLOWER: the lower dir the others mount; SLOWER: what stratafs is given
+KLOWER=$LOWER
+SLOWER=$LOWER
+image_lower() {
+	[ -n "$IMAGE" ] || return 0
+	local img=$DATA/lower.$IMAGE
+	if [ ! -e "$img" ]; then
+		say "making $img"
+		case $IMAGE in
+		squashfs) mksquashfs "$LOWER" "$img.tmp" -quiet -no-progress -noappend ;;
+		erofs) mkfs.erofs --quiet "$img.tmp" "$LOWER" ;;
+		*) echo "bench: -l squashfs or -l erofs" >&2; exit 2 ;;
+		esac || exit 1
+		mv "$img.tmp" "$img"
+	fi
+	mkdir -p "$BENCH_DIR/lower-img"
+	mount -t "$IMAGE" -o loop,ro "$img" "$BENCH_DIR/lower-img" || exit 1
+	KLOWER=$BENCH_DIR/lower-img
+	SLOWER=$img
+}
+
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 # time CMD (bash -c) in seconds, into $T
@@ -120,15 +145,15 @@ mount_impl() { # IMPL RUNDIR -> mounts RUNDIR/m
 	PID=
 	case $impl in
 	native) rmdir "$r/m" && cp -a "$LOWER" "$r/m" ;;
-	kernel) mount -t overlay overlay -o "lowerdir=$LOWER,upperdir=$r/u,workdir=$r/w" "$r/m" ;;
+	kernel) mount -t overlay overlay -o "lowerdir=$KLOWER,upperdir=$r/u,workdir=$r/w" "$r/m" ;;
 	fuse-overlayfs)
-		fuse-overlayfs -f -o "lowerdir=$LOWER,upperdir=$r/u,workdir=$r/w" "$r/m" &
+		fuse-overlayfs -f -o "lowerdir=$KLOWER,upperdir=$r/u,workdir=$r/w" "$r/m" &
 		PID=$! ;;
 	unionfs-fuse)
-		unionfs -f -o cow,allow_other "$r/u=RW:$LOWER=RO" "$r/m" &
+		unionfs -f -o cow,allow_other "$r/u=RW:$KLOWER=RO" "$r/m" &
 		PID=$! ;;
 	stratafs | stratafs-nopt | stratafs-uring)
-		local o="lowerdir=$LOWER,upperdir=$r/u,workdir=$r/w${STRATAFS_BENCH_OPTS:+,$STRATAFS_BENCH_OPTS}"
+		local o="lowerdir=$SLOWER,upperdir=$r/u,workdir=$r/w${STRATAFS_BENCH_OPTS:+,$STRATAFS_BENCH_OPTS}"
 		# the uring column turns enable_uring on for the whole run: the others
 		# stay on /dev/fuse, as they are where the kernel does not offer it
 		[ $impl = stratafs-nopt ] && o="$o,passthrough=off,io_uring=off"
@@ -222,6 +247,7 @@ uring_on() { # stratafs-uring needs the kernel to offer FUSE over io_uring
 
 main() {
 	build_lower
+	image_lower
 	uring_on
 	RUN_ID=$(date +%Y%m%d-%H%M%S)
 	: > "$BENCH_DIR/rss.tsv"

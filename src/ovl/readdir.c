@@ -208,8 +208,9 @@ static int take_entry(struct dir_build *b, const struct ovl_path *p, const struc
 	 * looks up every entry of a merged dir for its d_ino and drops those
 	 * the lookup does not find (ovl_cache_update()).
 	 */
-	bool xw =
-	    !b->fs->layers[p->layer].is_upper && ((b->in_xw && !b->lowest) || b->fs->xino_bits > 0);
+	bool xw = !b->fs->layers[p->layer].is_upper &&
+		  ((b->in_xw && !b->lowest) ||
+		   (b->fs->xino_bits > 0 && b->fs->config.xino != OVL_XINO_OFF));
 	struct stat st;
 	char v;
 	int ret;

@@ -102,8 +102,12 @@ static void assign_fsids(struct ovl_fs *fs)
 	}
 	fs->samefs = fs->nfs == 1;
 	fs->xino_bits = 0;
-	if (!fs->samefs && fs->config.xino != OVL_XINO_OFF) {
-		/* enough bits for every fsid, plus one as the kernel keeps */
+	if (!fs->samefs) {
+		/*
+		 * Enough bits for every fsid, plus one as the kernel keeps.  With
+		 * xino=off too: the kernel then tells files of two filesystems
+		 * apart by st_dev, and a FUSE filesystem has one st_dev.
+		 */
 		while ((1 << fs->xino_bits) < fs->nfs)
 			fs->xino_bits++;
 		fs->xino_bits++;

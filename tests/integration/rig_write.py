@@ -993,8 +993,9 @@ class Done(Exception):
 
 def compare_on_disk(ma, mb, la, lb, rep, when, decode=True):
     """Compare the upper dirs and the index of two sides."""
-    ia = side_imap(ma.views, ma.upper, ma.work) if decode else None
-    ib = side_imap(mb.views, mb.upper, mb.work) if decode else None
+    # views: the lower dirs where the lowers are image files (Mnt only)
+    ia = side_imap(getattr(ma, "views", ma.lowers), ma.upper, ma.work) if decode else None
+    ib = side_imap(getattr(mb, "views", mb.lowers), mb.upper, mb.work) if decode else None
     n = compare_recs(upper_walk(ma.upper, ia), upper_walk(mb.upper, ib), la, lb, rep, "upper" + when)
     compare_recs({"index": work_state(ma.work, ia)}, {"index": work_state(mb.work, ib)}, la, lb, rep,
                  "workdir" + when)

@@ -3,7 +3,8 @@
 
 What the rigs (rig.py / rig_write.py --images) do not: bad images are
 refused with one clear line and leave no mount and no loop device; the
-daemon's loop devices go with it, also when it is killed; several squashfs
+daemon's loop devices go with it, also when it is killed; files of two
+images keep distinct st_ino, also with xino=off; several squashfs
 lowers (null uuids) make stratafs turn the index off with a warning, as the
 kernel does; an upper written over a squashfs image mounts under the kernel
 over the same image, loop-mounted.
@@ -152,6 +153,27 @@ def null_uuids(binary, tmp, extra):
         check("a link of a copied-up file counts 2 through both names", nl == [2, 2], repr(nl))
         subprocess.run(["umount", mnt], capture_output=True)
     check("no index made", not os.path.exists(d + "/w/index") or not os.listdir(d + "/w/index"))
+
+
+@test
+def xino_off_unique(binary, tmp, extra):
+    """Two squashfs images number their inodes alike; one st_dev in FUSE."""
+    d = os.path.join(tmp, "xino")
+    tree(d + "/a", {"x/one": "1\n", "x/two": "2\n"})
+    tree(d + "/b", {"y/one": "1\n", "y/two": "2\n"})
+    mksquashfs(d + "/a", d + "/a.sqfs")
+    mksquashfs(d + "/b", d + "/b.sqfs")
+    for opt in ("", ",xino=off"):
+        mnt = d + "/m"
+        p = stratafs(binary, mnt, "lowerdir=%s/a.sqfs:%s/b.sqfs%s" % (d, d, opt), extra)
+        if p.returncode != 0:
+            check("xino%s: mounted" % opt, False, p.stderr.strip())
+            continue
+        names = ["x/one", "x/two", "y/one", "y/two"]
+        inos = [os.lstat(os.path.join(mnt, n)).st_ino for n in names]
+        subprocess.run(["umount", mnt], capture_output=True)
+        check("layers on two filesystems%s: every file its own st_ino" % opt,
+              len(set(inos)) == len(inos), repr(dict(zip(names, inos))))
 
 
 @test
