@@ -56,6 +56,7 @@ struct ovl_layer {
 	bool data_only;
 	uint8_t uuid[16]; /* its filesystem's uuid (FS_IOC_GETFSUUID), zeros if none */
 	bool bad_uuid;	  /* uuid shared with another lower fs (or null): handles not followed */
+	bool sorted_dirs; /* lookups cheap only in listing order (squashfs): readdir.c */
 	/* copy_up.c: what moving data from here to the upper layer has taught */
 	_Atomic bool no_clone;	     /* FICLONE refused */
 	_Atomic uint8_t copy_method; /* the first method not refused (enum copy_method) */

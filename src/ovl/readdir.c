@@ -249,8 +249,25 @@ static int take_entry(struct dir_build *b, const struct ovl_path *p, const struc
 			 b->names_only ? de->d_ino : entry_ino(b, p, stored, de->d_ino), type);
 }
 
+/*
+ * squashfs finds a name by scanning its directory from the nearest index
+ * point, decompressing as it goes: looked up in the listing's (hash) order,
+ * as READDIRPLUS does, every entry of a big directory costs a decompression
+ * (0.3 ms each in an 18,000-entry dir, 6 s for it).  Looked up here, in
+ * the order the directory is stored, they cost almost nothing, and the
+ * later lookups find them in the dcache.
+ */
+static void warm_entry(int dirfd, const char *name)
+{
+	struct stat st;
+
+	if (strcmp(name, ".") && strcmp(name, ".."))
+		(void)!fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW);
+}
+
 static int read_layer(struct dir_build *b, const struct ovl_path *p, char *buf)
 {
+	bool warm = b->fs->layers[p->layer].sorted_dirs && !b->count_only && !b->names_only;
 	struct ovl_dirent64 *de;
 	long n, pos;
 	int fd, ret = 0;
@@ -271,6 +288,8 @@ static int read_layer(struct dir_build *b, const struct ovl_path *p, char *buf)
 			ret = take_entry(b, p, de);
 			if (ret)
 				goto out;
+			if (warm)
+				warm_entry(p->fd, de->d_name);
 		}
 	}
 out:

@@ -17,6 +17,8 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -53,6 +55,7 @@ static int open_layer(struct ovl_fs *fs, int idx, const char *path, bool lower, 
 {
 	const char *what = lower ? "lower layer" : "upper layer";
 	struct ovl_layer *l = &fs->layers[idx];
+	struct statfs sfs;
 	struct stat st;
 	int fd, mfd, ret;
 
@@ -80,6 +83,7 @@ static int open_layer(struct ovl_fs *fs, int idx, const char *path, bool lower, 
 	l->fd = fd;
 	l->dev = st.st_dev;
 	ovl_fs_uuid(fd, l->uuid);
+	l->sorted_dirs = fstatfs(fd, &sfs) == 0 && sfs.f_type == SQUASHFS_MAGIC;
 	return 0;
 }
 
