@@ -37,6 +37,16 @@ def check(name, cond, why=""):
     report(name, [] if cond else [why or "failed"])
 
 
+def wait_for(cond, secs=5.0):
+    """Poll cond() every 50 ms for up to secs; its last value."""
+    end = time.time() + secs
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
 def run_tests(tests, binary, extra, prefix, tmp_parent=None):
     """Call each test(binary, tmp, extra) with one scratch dir; a test that
     raises counts as one failed check.  What is still mounted below the

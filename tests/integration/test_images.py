@@ -19,11 +19,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rig import is_mounted  # noqa: E402
-from tap import check, suite_main  # noqa: E402
+from tap import check, suite_main, wait_for  # noqa: E402
 
 TESTS = []
 
@@ -38,15 +37,6 @@ def loops_of(path_prefix):
     p = subprocess.run(["losetup", "-l", "-n", "-O", "NAME,BACK-FILE"], capture_output=True, text=True)
     return [line.split()[0] for line in p.stdout.splitlines()
             if len(line.split()) > 1 and line.split()[1].startswith(path_prefix)]
-
-
-def wait_for(cond, secs=5.0):
-    end = time.time() + secs
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def mksquashfs(src, dst):

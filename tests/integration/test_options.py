@@ -27,6 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rig import mountinfo, is_mounted  # noqa: E402
+from tap import wait_for  # noqa: E402
 
 EXTRA = os.environ.get("STRATAFS_EXTRA_OPTS", "")
 BIN = None       # absolute path of stratafs
@@ -93,15 +94,6 @@ def gone(pid):
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
-
-
-def wait_for(cond, secs=5.0):
-    end = time.time() + secs
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def umount(mnt):
