@@ -28,9 +28,10 @@ enum ovl_xino_mode { OVL_XINO_OFF, OVL_XINO_AUTO, OVL_XINO_ON };
 
 /* Parsed mount options, before any layer is opened. */
 struct ovl_config {
-	char **lowerdirs; /* unescaped, leftmost (top) first */
-	int nlower;	  /* regular lower layers */
-	int ndata;	  /* data-only lower layers (after "::"), at the end */
+	char **lowerdirs;  /* unescaped, leftmost (top) first */
+	int nlower;	   /* regular lower layers */
+	int ndata;	   /* data-only lower layers (after "::"), at the end */
+	bool lowerdir_all; /* given as one lowerdir= (not lowerdir+=/datadir+=) */
 	char *upperdir;
 	char *workdir;
 	enum ovl_redirect_mode redirect_dir;

@@ -75,7 +75,10 @@ static int add_lower(struct ovl_config *cfg, const char *start, size_t len, bool
 	char *p;
 
 	if (len == 0)
-		return fail(err, errlen, -EINVAL, "empty layer in 'lowerdir'");
+		return fail(err, errlen, -EINVAL, "empty layer in '%s'",
+			    cfg->lowerdir_all ? "lowerdir"
+			    : data	      ? "datadir+"
+					      : "lowerdir+");
 	if (n >= OVL_MAX_STACK)
 		return fail(err, errlen, -EINVAL, "too many lower layers, limit is %d",
 			    OVL_MAX_STACK);
@@ -110,6 +113,7 @@ int ovl_parse_lowerdirs(struct ovl_config *cfg, const char *val, char *err, size
 	int ret;
 
 	free_lowerdirs(cfg);
+	cfg->lowerdir_all = true;
 	if (!*val)
 		return fail(err, errlen, -EINVAL, "empty 'lowerdir'");
 	for (;; s++) {
@@ -217,6 +221,21 @@ static int no_value(const char *key, const char *val, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * lowerdir+=DIR and datadir+=DIR (the kernel's new mount API options): one
+ * layer each, appended; no ':' splitting, so a path may hold colons.  They
+ * cannot follow lowerdir=, and regular layers cannot follow data-only ones.
+ */
+static int add_layer(struct ovl_config *cfg, const char *key, const char *val, char *err,
+		     size_t errlen)
+{
+	if (cfg->lowerdir_all)
+		return fail(err, errlen, -EINVAL, "lowerdir+ and datadir+ cannot follow lowerdir");
+	if (!val)
+		return fail(err, errlen, -EINVAL, "empty '%s'", key);
+	return add_lower(cfg, val, strlen(val), key[0] == 'd', err, errlen);
+}
+
 int ovl_parse_param(struct ovl_config *cfg, const char *key, const char *val, char *err,
 		    size_t errlen)
 {
@@ -230,6 +249,8 @@ int ovl_parse_param(struct ovl_config *cfg, const char *key, const char *val, ch
 			return fail(err, errlen, -EINVAL, "empty 'lowerdir'");
 		return ovl_parse_lowerdirs(cfg, val, err, errlen);
 	}
+	if (!strcmp(key, "lowerdir+") || !strcmp(key, "datadir+"))
+		return add_layer(cfg, key, val, err, errlen);
 	if (!strcmp(key, "upperdir"))
 		return set_path(&cfg->upperdir, key, val, err, errlen);
 	if (!strcmp(key, "workdir"))
@@ -290,6 +311,8 @@ int ovl_params_verify(struct ovl_config *cfg, char *err, size_t errlen)
 {
 	bool upper = cfg->upperdir != NULL;
 
+	if (cfg->nlower == 0 && cfg->ndata > 0)
+		return fail(err, errlen, -EINVAL, "data-only layers need a regular lower layer");
 	if (cfg->nlower == 0 && !upper)
 		return fail(err, errlen, -EINVAL, "missing 'lowerdir'");
 	if (!upper && cfg->nlower == 1)

@@ -35,6 +35,7 @@ static const char usage[] =
     "  lowerdir=L1:L2:...      read-only layers, leftmost on top; '\\:' escapes a colon,\n"
     "                          '::' starts data-only layers; a layer may be a squashfs\n"
     "                          or erofs image file (mounted privately, read-only)\n"
+    "  lowerdir+=DIR, datadir+=DIR  one layer each, appended (no ':' splitting)\n"
     "  upperdir=DIR,workdir=DIR  make it writable (workdir on the upper's filesystem)\n"
     "  redirect_dir=on|follow|off|nofollow, index=on|off, metacopy=on|off,\n"
     "  volatile, fsync=auto|strict|volatile, userxattr, xino=on|off|auto,\n"

@@ -291,6 +291,41 @@ def _():
         umount(mnt)
 
 
+def kernel_accepts(o):
+    """Does the kernel overlay mount with these options (read-only)?"""
+    mnt = mountpoint("kernel")
+    p = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", o, mnt], capture_output=True, text=True)
+    umount(mnt)
+    return p.returncode == 0
+
+
+def plus_layers(*pairs):
+    return ",".join("%s=%s" % (k, os.path.join(WORK, d)) for k, d in pairs)
+
+
+@test("lowerdir+=a,lowerdir+=b,lowerdir+=c,datadir+=... is accepted, as the kernel's; a colon needs no escape")
+def _():
+    o = plus_layers(("lowerdir+", "a"), ("lowerdir+", "c:olon"), ("lowerdir+", "b"), ("datadir+", "c"))
+    if not kernel_accepts(o):
+        raise Fail("the kernel refuses %s" % o)
+    mnt = mount_ok(o, "plus")
+    try:
+        if names(mnt) != ["fa", "fb", "fcolon", "shared"]:
+            raise Fail("lists %r" % names(mnt))
+    finally:
+        umount(mnt)
+
+
+@test("lowerdir+ after lowerdir=, a regular layer after datadir+, datadir+ alone: refused, as by the kernel")
+def _():
+    for tag, o in (("after", "lowerdir=%s,%s" % (L("a"), plus_layers(("lowerdir+", "b")))),
+                   ("order", plus_layers(("lowerdir+", "a"), ("datadir+", "c"), ("lowerdir+", "b"))),
+                   ("dataonly", plus_layers(("datadir+", "c"), ("datadir+", "b")))):
+        if kernel_accepts(o):
+            raise Fail("the kernel accepts %s" % o)
+        expect_refused(o, "plus-" + tag)
+
+
 def in_private_mount_ns(fn):
     """Run fn() in a forked child inside a private mount namespace; a Fail
     (or any error) in the child is re-raised here as Fail."""

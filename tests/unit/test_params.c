@@ -65,6 +65,28 @@ static void test_data_only(void **state)
 	ovl_config_free(&cfg);
 }
 
+static void test_plus_layers(void **state)
+{
+	struct ovl_config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(parse("lowerdir+=/a:b,lowerdir+=/c\\,d,datadir+=/d1,datadir+=/d2", &cfg,
+			       err, sizeof(err)),
+			 0);
+	assert_int_equal(cfg.nlower, 2);
+	assert_int_equal(cfg.ndata, 2);
+	assert_string_equal(cfg.lowerdirs[0], "/a:b");
+	assert_string_equal(cfg.lowerdirs[1], "/c,d");
+	assert_string_equal(cfg.lowerdirs[3], "/d2");
+	ovl_config_free(&cfg);
+	/* lowerdir= after lowerdir+= replaces them, as in the kernel */
+	assert_int_equal(parse("lowerdir+=/x,lowerdir=/a:/b", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.nlower, 2);
+	assert_string_equal(cfg.lowerdirs[0], "/a");
+	ovl_config_free(&cfg);
+}
+
 static void test_must_fail(void **state)
 {
 	static const struct {
@@ -89,6 +111,10 @@ static void test_must_fail(void **state)
 	     "conflicting options"},
 	    {"lowerdir=/a:/b,volatile", "volatile"},
 	    {"lowerdir=/a:/b,userxattr=1", "takes no value"},
+	    {"lowerdir=/a:/b,lowerdir+=/c", "cannot follow lowerdir"},
+	    {"lowerdir+=/a,datadir+=/d,lowerdir+=/b", "cannot follow data-only"},
+	    {"datadir+=/d,upperdir=/u,workdir=/w", "need a regular lower layer"},
+	    {"lowerdir+=,lowerdir+=/a", "empty layer in 'lowerdir+'"},
 	};
 	struct ovl_config cfg;
 	char err[256];
@@ -153,9 +179,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_lowerdirs_split), cmocka_unit_test(test_lowerdirs_escapes),
-	    cmocka_unit_test(test_data_only),	    cmocka_unit_test(test_must_fail),
-	    cmocka_unit_test(test_too_many_layers), cmocka_unit_test(test_defaults),
-	    cmocka_unit_test(test_unescape),
+	    cmocka_unit_test(test_data_only),	    cmocka_unit_test(test_plus_layers),
+	    cmocka_unit_test(test_must_fail),	    cmocka_unit_test(test_too_many_layers),
+	    cmocka_unit_test(test_defaults),	    cmocka_unit_test(test_unescape),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
