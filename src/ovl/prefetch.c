@@ -13,7 +13,9 @@
  * into memory: no union state, no node changes.  The names of a dir being
  * read through are kept (a names-only listing, in one of OVL_PF_DIRS
  * slots) until it was read ahead to its end; dirs of more than PF_DIR_MAX
- * names are left alone.
+ * names are left alone.  A dir that is one squashfs dir is read ahead
+ * whole, in its stored order, at the second open in listing order (see
+ * read_ahead_stored()).
  */
 #define _GNU_SOURCE
 #include "ovl.h"
@@ -22,12 +24,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
-#define PF_FILES    16		/* files read ahead of the last one opened */
-#define PF_BYTES    (8 << 20)	/* ... and at most this much of them */
-#define PF_FILE_MAX (128 << 10) /* of each file: what a first read brings in */
-#define PF_DIR_MAX  (1 << 15)	/* dirs with more names are not read ahead */
+#define PF_FILES	16	    /* files read ahead of the last one opened */
+#define PF_BYTES	(8 << 20)   /* ... and at most this much of them */
+#define PF_FILE_MAX	(128 << 10) /* of each file: what a first read brings in */
+#define PF_DIR_MAX	(1 << 15)   /* dirs with more names are not read ahead */
+#define PF_SORTED_BYTES (64 << 20)  /* a squashfs dir: read ahead whole, up to this */
 
 /*
  * Read the start of one file of dir ahead; returns how much was asked for.
@@ -86,6 +90,44 @@ static void read_ahead(struct ovl_node *dir, const struct ovl_listing *l, uint64
 		*refill = UINT64_MAX; /* the end of the dir: nothing more to ask for */
 }
 
+/*
+ * A directory that is one squashfs dir (sorted_dirs): read its files ahead
+ * in the order it stores them, all at once.  squashfs packs small files
+ * into shared compressed fragment blocks in that order and keeps only a few
+ * of them decompressed; read in the listing's (hash) order, each small file
+ * cost the decompression of a whole block.
+ */
+static bool is_stored_dir(struct ovl_fs *fs, struct ovl_node *dir)
+{
+	struct ovl_stack *stack = ovl_stack_of(dir);
+
+	return stack && stack->n == 1 && fs->layers[stack->p[0].layer].sorted_dirs;
+}
+
+static void read_ahead_stored(struct ovl_node *dir)
+{
+	struct ovl_stack *stack = ovl_stack_of(dir);
+	struct ovl_dirent64 *de;
+	size_t bytes = 0;
+	char *buf;
+	long n, pos;
+	int fd;
+
+	fd = openat(stack->p[0].fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	buf = malloc(64 << 10);
+	while (fd >= 0 && buf && bytes < PF_SORTED_BYTES &&
+	       (n = syscall(SYS_getdents64, fd, buf, 64 << 10)) > 0) {
+		for (pos = 0; pos < n && bytes < PF_SORTED_BYTES; pos += de->d_reclen) {
+			de = (struct ovl_dirent64 *)(buf + pos);
+			if (de->d_type == DT_REG)
+				bytes += read_ahead_one(dir, de->d_name);
+		}
+	}
+	free(buf);
+	if (fd >= 0)
+		close(fd);
+}
+
 /* Take the dir most recently asked for; NULL if none.  (pf->lock) */
 static struct ovl_pf_dir *next_job(struct ovl_prefetch *pf)
 {
@@ -126,7 +168,13 @@ static void run_job(struct ovl_fs *fs, struct ovl_pf_dir *d)
 	d->probe = false;
 	d->busy = true;
 	pthread_mutex_unlock(&pf->lock);
-	if (!l && (ovl_names_build(fs, dir, &l) || ovl_names_count(l) > PF_DIR_MAX)) {
+	if (!l && is_stored_dir(fs, dir)) {
+		/* a second open in listing order: a walk; all of it, once */
+		if (!probe) {
+			read_ahead_stored(dir);
+			refill = UINT64_MAX;
+		}
+	} else if (!l && (ovl_names_build(fs, dir, &l) || ovl_names_count(l) > PF_DIR_MAX)) {
 		ovl_names_free(l);
 		l = NULL;
 		shunned = true; /* not listed again for every open in it */
