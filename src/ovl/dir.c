@@ -253,6 +253,7 @@ int ovl_link(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newdir, 
 {
 	struct ovl_cred owner = {0};
 	const char *rname;
+	struct stat cur;
 	int updfd, rdfd, wh, ret;
 
 	if (S_ISDIR(node->type))
@@ -271,7 +272,8 @@ int ovl_link(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newdir, 
 		return ret;
 	owner.uid = geteuid();
 	owner.gid = getegid();
-	if (ovl_nf(node, OVL_NF_INDEXED) && (ret = ovl_nlink_start(fs, node)))
+	if (ovl_nf(node, OVL_NF_INDEXED) && ((ret = ovl_getattr(fs, node, &cur)) ||
+					     (ret = ovl_nlink_start(fs, node, cur.st_nlink))))
 		return ret;
 	if (atomic_load(&node->data)) {
 		/* every name of a metacopy file must find the data: an absolute redirect */
@@ -436,9 +438,8 @@ int ovl_unlink(struct ovl_fs *fs, struct ovl_node *dir, const char *name, bool i
 	ret = needs_link_up(fs, n) ? copy_up_name(fs, dir, name, n) : ovl_copy_up(fs, dir);
 	if (ret)
 		goto out;
-	if (ovl_nf(n, OVL_NF_INDEXED) && (ret = ovl_getattr(fs, n, &st)))
-		goto out;
-	if (!isdir && ovl_nf(n, OVL_NF_INDEXED) && (ret = ovl_nlink_start(fs, n)))
+	if (ovl_nf(n, OVL_NF_INDEXED) &&
+	    ((ret = ovl_getattr(fs, n, &st)) || (ret = ovl_nlink_start(fs, n, st.st_nlink))))
 		goto out;
 	updfd = ovl_upper_dirfd(fs, dir);
 	lower = ovl_lower_positive(fs, dir, name);
@@ -688,7 +689,7 @@ static int rename_prepare(struct rename_ctx *r)
 	if (!ret && r->nn && ovl_nf(r->nn, OVL_NF_INDEXED))
 		ret = ovl_getattr(fs, r->nn, &r->nst);
 	if (!ret && r->nn && !(r->flags & RENAME_EXCHANGE) && ovl_nf(r->nn, OVL_NF_INDEXED))
-		ret = ovl_nlink_start(fs, r->nn);
+		ret = ovl_nlink_start(fs, r->nn, r->nst.st_nlink);
 	if (ret)
 		return ret;
 	if (S_ISDIR(r->on->type)) {

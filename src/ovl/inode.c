@@ -701,17 +701,14 @@ int ovl_set_nlink(struct ovl_fs *fs, struct ovl_node *node, nlink_t nlink, char 
 
 /*
  * Before a link, unlink or rename changes the names of an indexed file
- * (the kernel's ovl_nlink_start()): overlay.nlink counts from the upper
- * inode, which gains or loses the name in the same syscall as the union,
- * so the count is right whether or not a crash comes before it.
+ * whose union link count is nlink (the kernel's ovl_nlink_start()):
+ * overlay.nlink counts from the upper inode, which gains or loses the name
+ * in the same syscall as the union, so the count is right whether or not a
+ * crash comes before it.
  */
-int ovl_nlink_start(struct ovl_fs *fs, struct ovl_node *node)
+int ovl_nlink_start(struct ovl_fs *fs, struct ovl_node *node, nlink_t nlink)
 {
-	struct stat cur;
-	int ret;
-
-	ret = ovl_getattr(fs, node, &cur);
-	return ret ? ret : ovl_set_nlink(fs, node, cur.st_nlink, 'U');
+	return ovl_set_nlink(fs, node, nlink, 'U');
 }
 
 void ovl_union_nlink(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)

@@ -380,7 +380,6 @@ static int decode_origin(struct lookup_data *d, struct stat *lst, int *layer)
 		struct file_handle fh;
 		unsigned char data[MAX_HANDLE_SZ];
 	} h;
-	static const uint8_t null[16];
 	unsigned char fb[256];
 	ssize_t n;
 	int i, fd;
@@ -394,9 +393,8 @@ static int decode_origin(struct lookup_data *d, struct stat *lst, int *layer)
 	memcpy(h.fh.f_handle, fb + 21, h.fh.handle_bytes);
 	for (i = 1; i < d->fs->nlayers; i++) {
 		/* a handle is of the filesystem its uuid names (unknown: any) */
-		if (d->fs->layers[i].bad_uuid ||
-		    (memcmp(d->fs->layers[i].uuid, null, sizeof(null)) &&
-		     memcmp(d->fs->layers[i].uuid, fb + 5, sizeof(null))))
+		if (d->fs->layers[i].bad_uuid || (!ovl_uuid_null(d->fs->layers[i].uuid) &&
+						  memcmp(d->fs->layers[i].uuid, fb + 5, 16)))
 			continue;
 		fd = open_by_handle_at(d->fs->layers[i].fd, &h.fh, O_PATH | O_CLOEXEC);
 		if (fd < 0)

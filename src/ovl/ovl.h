@@ -105,6 +105,7 @@ void ovl_tmpname(struct ovl_fs *fs, char *buf, size_t size);
 int ovl_mkwhiteout(int dirfd, const char *name);
 /* the uuid of the filesystem fd is on (zeros if it has none) */
 void ovl_fs_uuid(int fd, uint8_t uuid[16]);
+bool ovl_uuid_null(const uint8_t uuid[16]);
 /* image.c: mount a squashfs or erofs image file, detached; *out: its root dir */
 int ovl_image_mount(int imgfd, const char *path, int *out, char *err, size_t errlen);
 /* the overlay.origin value (struct ovl_fb) of a real object */
@@ -169,7 +170,7 @@ int ovl_node_move_name(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node
 /* the union st_nlink of an indexed hard link, and storing it (overlay.nlink) */
 int ovl_set_nlink(struct ovl_fs *fs, struct ovl_node *node, nlink_t nlink, char base);
 /* before a link, unlink or rename of an indexed file: count from the upper inode */
-int ovl_nlink_start(struct ovl_fs *fs, struct ovl_node *node);
+int ovl_nlink_start(struct ovl_fs *fs, struct ovl_node *node, nlink_t nlink);
 /* st_nlink of an indexed file: the union count kept in overlay.nlink */
 void ovl_union_nlink(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 int ovl_getattr(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);

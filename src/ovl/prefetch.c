@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #define PF_FILES	16	    /* files read ahead of the last one opened */
@@ -106,26 +105,23 @@ static bool is_stored_dir(struct ovl_fs *fs, struct ovl_node *dir)
 
 static void read_ahead_stored(struct ovl_node *dir)
 {
-	struct ovl_stack *stack = ovl_stack_of(dir);
-	struct ovl_dirent64 *de;
+	struct dirent *de;
 	size_t bytes = 0;
-	char *buf;
-	long n, pos;
+	DIR *d;
 	int fd;
 
-	fd = openat(stack->p[0].fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	buf = malloc(64 << 10);
-	while (fd >= 0 && buf && bytes < PF_SORTED_BYTES &&
-	       (n = syscall(SYS_getdents64, fd, buf, 64 << 10)) > 0) {
-		for (pos = 0; pos < n && bytes < PF_SORTED_BYTES; pos += de->d_reclen) {
-			de = (struct ovl_dirent64 *)(buf + pos);
-			if (de->d_type == DT_REG)
-				bytes += read_ahead_one(dir, de->d_name);
-		}
-	}
-	free(buf);
-	if (fd >= 0)
+	fd = openat(ovl_stack_of(dir)->p[0].fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
 		close(fd);
+		return;
+	}
+	while (bytes < PF_SORTED_BYTES && (de = readdir(d)))
+		if (de->d_type == DT_REG)
+			bytes += read_ahead_one(dir, de->d_name);
+	closedir(d);
 }
 
 /* Take the dir most recently asked for; NULL if none.  (pf->lock) */

@@ -134,7 +134,6 @@ static bool on_upper_fs(const struct ovl_fs *fs, int i)
  */
 static void check_lower_uuids(struct ovl_fs *fs)
 {
-	static const uint8_t null[16];
 	struct ovl_config *c = &fs->config;
 	bool offline = c->index != OVL_ON && c->metacopy != OVL_ON &&
 		       c->redirect_dir != OVL_REDIRECT_ON && c->xino != OVL_XINO_ON;
@@ -147,7 +146,7 @@ static void check_lower_uuids(struct ovl_fs *fs)
 		l = &fs->layers[i];
 		if (on_upper_fs(fs, i))
 			continue;
-		if (offline && !memcmp(l->uuid, null, sizeof(null)))
+		if (offline && ovl_uuid_null(l->uuid))
 			l->bad_uuid = true;
 		for (j = fs->has_upper; j < fs->nlayers && !l->bad_uuid; j++) {
 			if (fs->layers[j].fsid != l->fsid && !on_upper_fs(fs, j) &&
@@ -163,7 +162,7 @@ static void check_lower_uuids(struct ovl_fs *fs)
 	c->nfs_export = OVL_OFF;
 	snprintf(fs->note, sizeof(fs->note),
 		 "%s uuid in lower layer '%s': falling back to index=off,nfs_export=off",
-		 memcmp(bad->uuid, null, sizeof(null)) ? "conflicting" : "null", bad->path);
+		 ovl_uuid_null(bad->uuid) ? "null" : "conflicting", bad->path);
 }
 
 static int make_root(struct ovl_fs *fs)

@@ -354,6 +354,14 @@ struct fsuuid2 {
 #define FS_IOC_GETFSUUID _IOR(0x15, 0, struct fsuuid2)
 #endif
 
+/* A uuid of zeros: none (squashfs), or one FS_IOC_GETFSUUID did not give. */
+bool ovl_uuid_null(const uint8_t uuid[16])
+{
+	static const uint8_t null[16];
+
+	return !memcmp(uuid, null, sizeof(null));
+}
+
 /* The uuid of the filesystem fd is on, as overlay file handles carry it; zeros if none. */
 void ovl_fs_uuid(int fd, uint8_t uuid[16])
 {

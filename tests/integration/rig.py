@@ -812,6 +812,22 @@ def prune_long_names(top, limit=250):
         dirs[:] = [d for d in dirs if len(os.fsencode(d)) <= limit]
 
 
+def make_image(kind, src, dst):
+    """An image of type kind of the dir src at dst (erofs: of a copy
+    without the names mkfs.erofs cannot take)."""
+    copy = None
+    if kind == "erofs":
+        copy = dst + ".src"
+        subprocess.run(["cp", "-a", src, copy], check=True)
+        prune_long_names(copy)
+        src = copy
+    p = subprocess.run(IMAGE_TOOLS[kind](src, dst), capture_output=True, text=True)
+    if copy:
+        shutil.rmtree(copy)
+    if p.returncode != 0:
+        raise RuntimeError("making %s: %s" % (dst, (p.stderr or p.stdout).strip()))
+
+
 def build_images(root, n, kind, work):
     """An image of each layer under root (rebuilt when the layers were);
     returns the image paths."""
@@ -819,23 +835,13 @@ def build_images(root, n, kind, work):
     meta = root + ".json"
     stamp = os.path.join(imgdir, ".built")
     if not (os.path.exists(stamp) and os.path.getmtime(stamp) >= os.path.getmtime(meta)):
-        check_no_mounts_below(imgdir) if os.path.exists(imgdir) else None
+        if os.path.exists(imgdir):
+            check_no_mounts_below(imgdir)
         shutil.rmtree(imgdir, ignore_errors=True)
         os.makedirs(imgdir)
         t0 = time.time()
         for i in range(n):
-            dst = os.path.join(imgdir, "l%d.img" % i)
-            src = os.path.join(root, "l%d" % i)
-            if kind == "erofs":
-                copy = os.path.join(imgdir, "src")
-                subprocess.run(["cp", "-a", src, copy], check=True)
-                prune_long_names(copy)
-                src = copy
-            p = subprocess.run(IMAGE_TOOLS[kind](src, dst), capture_output=True, text=True)
-            if src != os.path.join(root, "l%d" % i):
-                shutil.rmtree(src)
-            if p.returncode != 0:
-                raise RuntimeError("making %s: %s" % (dst, (p.stderr or p.stdout).strip()))
+            make_image(kind, os.path.join(root, "l%d" % i), os.path.join(imgdir, "l%d.img" % i))
         open(stamp, "w").close()
         log("built %d %s images in %.1fs" % (n, kind, time.time() - t0))
     return [os.path.join(imgdir, "l%d.img" % i) for i in range(n)]

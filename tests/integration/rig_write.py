@@ -1011,10 +1011,7 @@ def image_layers(lowers, kind, root):
     out = []
     for i, d in enumerate(lowers):
         dst = os.path.join(root, "img", "l%d.img" % i)
-        kind_i = kind if kind != "squashfs" or i == len(lowers) - 1 else "erofs"
-        p = subprocess.run(rig.IMAGE_TOOLS[kind_i](d, dst), capture_output=True, text=True)
-        if p.returncode != 0:
-            raise RuntimeError("making %s: %s" % (dst, (p.stderr or p.stdout).strip()))
+        rig.make_image(kind if kind != "squashfs" or i == len(lowers) - 1 else "erofs", d, dst)
         out.append(dst)
     return out
 
